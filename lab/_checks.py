@@ -1,0 +1,60 @@
+"""Input checks shared by the public functions: one place, one message format.
+
+Each check raises ``ValueError`` (or ``TypeError`` for a wrong type) whose message names the argument,
+says what it got and what was expected. Messages are only formatted when a check fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["check_choice", "check_finite", "check_positive", "check_shape", "check_tensor"]
+
+
+def check_tensor(x: object, name: str) -> torch.Tensor:
+    """Raise ``TypeError`` unless ``x`` is a tensor; return it."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_shape(x: torch.Tensor, name: str, dims: Sequence[str | int]) -> None:
+    """Check the rank of ``x`` and any dimension given as an int.
+
+    Args:
+        x: the tensor to check.
+        name: the argument's name, used in the message.
+        dims: one entry per dimension: a letter (any size, e.g. ``"B"``) or an int (that exact size).
+
+    Example:
+        >>> check_shape(torch.zeros(2, 3, 4, 5), "image", ["B", 3, "H", "W"])
+    """
+    check_tensor(x, name)
+    ok = x.dim() == len(dims) and all(
+        not isinstance(want, int) or got == want for got, want in zip(x.shape, dims, strict=False)
+    )
+    if not ok:
+        want = "(" + ", ".join(str(d) for d in dims) + ")"
+        raise ValueError(f"{name}: expected shape {want}, got {tuple(x.shape)}")
+
+
+def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+
+
+def check_positive(value: float, name: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
+    v = float(value)
+    if not (v > 0 and v != float("inf")):
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN or Inf."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN/Inf entries")

@@ -1,0 +1,299 @@
+"""Building the permutohedral lattice: points → enclosing simplices → unique vertices → sparse operators.
+
+The construction follows Adams, Baek & Davis (2010) in the variant used by Krähenbühl & Koltun's dense CRF
+(``shared/LATTICE.md`` of this project): elevate the d-dimensional features onto the hyperplane Σ = 0 of
+R^{d+1} with the (d+1)·sqrt(2/3) scale, find the nearest remainder-0 lattice point, rank the differences,
+take the barycentric weights and the d+1 vertices of the enclosing simplex. Everything is vectorised over
+points; nothing loops over pixels in Python.
+
+Vertices are deduplicated by turning each integer key into one int64 *code* and sorting the codes:
+
+* **packed** codes (the common case): each of the d stored key coordinates gets a digit whose range covers
+  every key plus a margin of d+1 (so that the blur neighbours, key ± step, stay representable), and the
+  batch index is the most significant digit. The code is exact and the sort order is lexicographic, which
+  keeps neighbouring vertices close in memory.
+* **hashed** codes, when the digits need more than 62 bits (large d, tiny bandwidths, huge images): a
+  64-bit mix of the coordinates. Every vertex lookup is then verified against the stored coordinates, so a
+  hash collision can never merge two vertices silently (it raises instead; none has been seen).
+
+The output is a :class:`LatticeStructure`: the splat and slice operators as CSR sparse matrices (a gather,
+deterministic, no atomics) and one CSR matrix per blur direction.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["LatticeStructure", "build_lattice"]
+
+_MAX_PACKED_BITS = 62
+# Odd 64-bit constants (as signed int64) for the hashed codes.
+_HASH_MULT = (
+    -7046029254386353131,
+    -4658895280553007687,
+    -7723592293110705685,
+    -3372029247567499371,
+)
+
+
+@dataclass(frozen=True)
+class LatticeStructure:
+    """The lattice of one (batched) point set, ready to filter with.
+
+    Attributes:
+        d: feature dimension (the lattice lives in d+1 dimensions).
+        num_points: total number of points M over the batch (B·N).
+        batch_size: B.
+        num_vertices: total number of lattice vertices V over the batch.
+        batch_num_vertices: (B,) int64, vertices used by each batch element.
+        slice_matrix: (M, V) CSR: row m holds the d+1 barycentric weights of point m on its simplex.
+        splat_matrix: (V, M) CSR: the transpose of ``slice_matrix``.
+        blur_matrices: d+1 (V, V) CSR matrices, the [1/4, 1/2, 1/4] stencil along each lattice axis
+            (a missing neighbour counts as zero). Each is symmetric.
+        vertex_index: (M, d+1) int64, the vertex of each simplex corner (for inspection and plots).
+        barycentric: (M, d+1) the weights of those corners; each row sums to 1.
+        hashed: whether codes were hashed (True) or exactly packed (False).
+        kernel_scale: the peak value c of the lattice's effective kernel, c·exp(−|Δ|²/2): splat, blur and
+            slice conserve mass, so c is the feature-space volume per lattice vertex over (2π)^{d/2}.
+            Dividing by c makes the unnormalised filter approximate the exact Σ_j k_ij v_j.
+    """
+
+    d: int
+    num_points: int
+    batch_size: int
+    num_vertices: int
+    batch_num_vertices: torch.Tensor
+    slice_matrix: torch.Tensor
+    splat_matrix: torch.Tensor
+    blur_matrices: tuple[torch.Tensor, ...]
+    vertex_index: torch.Tensor
+    barycentric: torch.Tensor
+    hashed: bool
+    kernel_scale: float
+
+
+def kernel_scale(d: int) -> float:
+    """Peak value of the lattice's effective Gaussian for dimension d (see ``LatticeStructure``).
+
+    The lattice {k·1 + (d+1)·z : Σ z = −k} has covolume (d+1)^{d−1}·sqrt(d+1) in the plane Σ = 0; the
+    elevation maps feature space into that plane with volume factor sqrt(det(EᵀE)).
+    """
+    basis = _elevate(torch.eye(d, dtype=torch.float64)).T  # (d+1, d): column k is the image of e_k
+    volume_factor = math.sqrt(float(torch.linalg.det(basis.T @ basis)))
+    covolume = (d + 1) ** (d - 1) * math.sqrt(d + 1)
+    return covolume / volume_factor / (2 * math.pi) ** (d / 2)
+
+
+def _elevate(f: torch.Tensor) -> torch.Tensor:
+    """(M, d) features → (M, d+1) coordinates on the plane Σ = 0, scaled so that the filter has unit σ."""
+    m, d = f.shape
+    k = torch.arange(d, dtype=f.dtype, device=f.device)
+    scale = (d + 1) * math.sqrt(2.0 / 3.0) / torch.sqrt((k + 1) * (k + 2))
+    c = f * scale  # c_k = f_k · scale_k
+    suffix = c.flip(1).cumsum(1).flip(1)  # suffix[:, j] = Σ_{k ≥ j} c_k
+    elevated = torch.empty(m, d + 1, dtype=f.dtype, device=f.device)
+    elevated[:, 0] = suffix[:, 0]
+    j = torch.arange(1, d, dtype=f.dtype, device=f.device)
+    elevated[:, 1:d] = suffix[:, 1:] - j * c[:, : d - 1]  # E_j = Σ_{k ≥ j} c_k − j·c_{j−1}
+    elevated[:, d] = -d * c[:, d - 1]
+    return elevated
+
+
+def _simplex(elevated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nearest remainder-0 point, ranks and barycentric weights of each elevated point.
+
+    Returns:
+        rem0: (M, d+1) int64, the remainder-0 point (each entry a multiple of d+1).
+        rank: (M, d+1) int64 in 0..d.
+        weights: (M, d+1) barycentric weights of the d+1 simplex vertices (rows sum to 1).
+    """
+    m, dp1 = elevated.shape
+    d = dp1 - 1
+    v = elevated / dp1
+    up = torch.ceil(v) * dp1
+    down = torch.floor(v) * dp1
+    rem0f = torch.where(up - elevated < elevated - down, up, down)
+    s = torch.round(rem0f.sum(1) / dp1).long()  # Σ rem0 / (d+1), an integer
+    delta = elevated - rem0f
+    # rank_i = #coordinates with a larger Δ, ties broken by index: position in a stable sort of −Δ.
+    order = torch.argsort(-delta, dim=1, stable=True)
+    rank = torch.argsort(order, dim=1)
+    rank = rank + s[:, None]
+    rem0 = torch.round(rem0f).long()
+    low = rank < 0
+    high = rank > d
+    rank = torch.where(low, rank + dp1, torch.where(high, rank - dp1, rank))
+    rem0 = torch.where(low, rem0 + dp1, torch.where(high, rem0 - dp1, rem0))
+    # Barycentric weights: b[d − rank_i] += δ_i, b[d + 1 − rank_i] −= δ_i, then b[0] += 1 + b[d+1].
+    delta = (elevated - rem0.to(elevated.dtype)) / dp1
+    b = torch.zeros(m, d + 2, dtype=elevated.dtype, device=elevated.device)
+    b.scatter_add_(1, d - rank, delta)
+    b.scatter_add_(1, d + 1 - rank, -delta)
+    b[:, 0] += 1 + b[:, d + 1]
+    return rem0, rank, b[:, :dp1].contiguous()
+
+
+def _corner(rem0: torch.Tensor, rank: torch.Tensor, k: int) -> torch.Tensor:
+    """Stored key (first d coordinates) of simplex corner k for every point: (M, d) int64."""
+    dp1 = rem0.shape[1]
+    d = dp1 - 1
+    r = rank[:, :d]
+    return rem0[:, :d] + torch.where(r <= d - k, k, k - dp1)
+
+
+class _Codec:
+    """Maps integer keys (with a batch index) to int64 codes: exact packing when it fits, else a hash."""
+
+    def __init__(self, rem0: torch.Tensor, batch_size: int, force_hash: bool) -> None:
+        d = rem0.shape[1] - 1
+        margin = 2 * (d + 1)  # corners lie within rem0 − (d+1) .. rem0 + d; blur steps move ≤ d+1 more
+        self.lo = rem0[:, :d].amin(0) - margin
+        hi = rem0[:, :d].amax(0) + margin
+        ranges = (hi - self.lo + 1).tolist()
+        bits = sum(math.log2(r) for r in ranges) + math.log2(max(batch_size, 1))
+        self.hashed = force_hash or bits > _MAX_PACKED_BITS
+        strides, acc = [], 1
+        for r in ranges:
+            strides.append(acc)
+            acc *= r
+        self.batch_stride = acc
+        self.strides = torch.tensor(strides, dtype=torch.int64, device=rem0.device)
+        mults = [_HASH_MULT[i % len(_HASH_MULT)] + 2 * i for i in range(d + 1)]
+        self.mults = torch.tensor(mults, dtype=torch.int64, device=rem0.device)
+
+    def encode(self, key: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """(M, d) int64 keys and (M,) batch indices → (M,) int64 codes."""
+        if not self.hashed:
+            return ((key - self.lo) * self.strides).sum(1) + batch * self.batch_stride
+        h = (key * self.mults[:-1]).sum(1) + batch * self.mults[-1]  # wraps modulo 2^64
+        h = h ^ (h >> 31)
+        h = h * _HASH_MULT[0]
+        return h ^ (h >> 29)
+
+
+def csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A CSR matrix without torch's "beta" warning (the invariants hold by construction)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+
+
+def _blur_matrix(
+    codes: torch.Tensor, coords: torch.Tensor | None, step: torch.Tensor, codec: _Codec, batch: torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """CSR (V, V) matrix of new[v] = ½ old[v] + ¼ (old[v + step] + old[v − step])."""
+    v = codes.shape[0]
+    device = codes.device
+    neighbours = []
+    for sign in (1, -1):
+        if codec.hashed:
+            assert coords is not None
+            shifted = coords + sign * step
+            query = codec.encode(shifted, batch)
+        else:
+            query = codes + sign * int((step * codec.strides).sum())
+        pos = torch.searchsorted(codes, query).clamp_(max=v - 1)
+        found = codes[pos] == query
+        if codec.hashed:
+            found &= (coords[pos] == shifted).all(1)
+        neighbours.append(torch.where(found, pos, -1))
+    self_idx = torch.arange(v, device=device)
+    cols = torch.stack([neighbours[1], self_idx, neighbours[0]], 1)  # (V, 3), −1 = missing
+    vals = torch.tensor([0.25, 0.5, 0.25], dtype=dtype, device=device).expand(v, 3)
+    cols, order = torch.sort(cols, dim=1)  # CSR wants sorted columns within a row
+    vals = vals.gather(1, order)
+    present = cols >= 0
+    crow = torch.zeros(v + 1, dtype=torch.int64, device=device)
+    crow[1:] = present.sum(1).cumsum(0)
+    return csr(crow, cols[present], vals[present], (v, v))
+
+
+def build_lattice(features: torch.Tensor, batch_size: int = 1, *, force_hash: bool = False) -> LatticeStructure:
+    """Build the lattice of a batch of point sets.
+
+    Args:
+        features: (M, d) float features, already divided by the bandwidths, with the points of batch
+            element b at rows b·N .. (b+1)·N − 1 (N = M / batch_size).
+        batch_size: B; points of different batch elements never share a vertex.
+        force_hash: use hashed codes even when packed codes fit (for testing the fallback).
+
+    Returns:
+        The :class:`LatticeStructure`; its float tensors have the dtype of ``features``.
+
+    Example:
+        >>> s = build_lattice(torch.rand(100, 2) * 3)
+        >>> s.slice_matrix.shape[0], s.barycentric.shape
+        (100, torch.Size([100, 3]))
+    """
+    m, d = features.shape
+    dp1 = d + 1
+    device = features.device
+    dtype = features.dtype
+    n = m // batch_size
+    batch = torch.arange(batch_size, device=device).repeat_interleave(n)  # (M,)
+
+    rem0, rank, weights = _simplex(_elevate(features))
+    codec = _Codec(rem0, batch_size, force_hash)
+
+    # Codes of all M·(d+1) corners, point-major: entry m·(d+1) + k is corner k of point m.
+    codes = torch.stack([codec.encode(_corner(rem0, rank, k), batch) for k in range(dp1)], 1).reshape(-1)
+    unique, inverse, counts = torch.unique(codes, sorted=True, return_inverse=True, return_counts=True)
+    num_vertices = unique.shape[0]
+    entry_batch = batch.repeat_interleave(dp1)
+
+    # One representative entry per vertex gives its batch index and (when hashed) its coordinates.
+    first = torch.full((num_vertices,), codes.shape[0], dtype=torch.int64, device=device)
+    first.scatter_reduce_(0, inverse, torch.arange(codes.shape[0], device=device), reduce="amin")
+    vertex_batch = entry_batch[first]
+    coords = None
+    if codec.hashed:
+        rep_point, rep_corner = first // dp1, first % dp1
+        coords = torch.empty(num_vertices, d, dtype=torch.int64, device=device)
+        for k in range(dp1):
+            sel = rep_corner == k
+            coords[sel] = _corner(rem0[rep_point[sel]], rank[rep_point[sel]], k)
+        for k in range(dp1):  # every corner must have the coordinates of the vertex it was merged into
+            if not bool((coords[inverse.view(m, dp1)[:, k]] == _corner(rem0, rank, k)).all()):
+                raise RuntimeError("permutohedral lattice: 64-bit hash collision between vertex keys")
+
+    vertex_index = inverse.view(m, dp1)
+    # Slice: row m = point m, columns its d+1 vertices (sorted within the row), values the weights.
+    cols, order = torch.sort(vertex_index, dim=1)
+    vals = weights.gather(1, order)
+    slice_crow = torch.arange(0, m * dp1 + 1, dp1, device=device)
+    slice_matrix = csr(slice_crow, cols.reshape(-1), vals.reshape(-1), (m, num_vertices))
+    # Splat = sliceᵀ: entries grouped by vertex (a stable sort keeps points in order within a vertex).
+    flat_vertex = vertex_index.reshape(-1)
+    by_vertex = torch.argsort(flat_vertex, stable=True)
+    splat_crow = torch.zeros(num_vertices + 1, dtype=torch.int64, device=device)
+    splat_crow[1:] = counts.cumsum(0)
+    splat_matrix = csr(
+        splat_crow, by_vertex // dp1, weights.reshape(-1)[by_vertex], (num_vertices, m)
+    )
+
+    blurs = []
+    for j in range(dp1):
+        step = torch.full((d,), -1, dtype=torch.int64, device=device)
+        if j < d:
+            step[j] = d  # step_j = (−1, …, −1) with entry j replaced by d
+        blurs.append(_blur_matrix(unique, coords, step, codec, vertex_batch, dtype))
+
+    return LatticeStructure(
+        d=d,
+        num_points=m,
+        batch_size=batch_size,
+        num_vertices=num_vertices,
+        batch_num_vertices=torch.bincount(vertex_batch, minlength=batch_size),
+        slice_matrix=slice_matrix,
+        splat_matrix=splat_matrix,
+        blur_matrices=tuple(blurs),
+        vertex_index=vertex_index,
+        barycentric=weights,
+        hashed=codec.hashed,
+        kernel_scale=kernel_scale(d),
+    )

@@ -1,0 +1,288 @@
+"""The permutohedral lattice object and the one-call Gaussian filter.
+
+Build once per point set (image and bandwidths), filter many times: the CRF filters its Q map T times with
+the same lattice, and the backward pass uses the same operators transposed.
+
+The filter approximates K_ij = exp(−|f_i − f_j|² / 2) (self term included) as
+``slice · blur_d ⋯ blur_0 · splat``. Each blur matrix is symmetric, so the adjoint is
+``slice · blur_0 ⋯ blur_d · splat`` (slice = splatᵀ): the same stages with the blur axes reversed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from lab._checks import check_choice, check_finite, check_shape, check_tensor
+from lab.lattice.backend import resolve_backend
+from lab.lattice.build import LatticeStructure, build_lattice, csr
+
+__all__ = ["NORMALIZATIONS", "PermutohedralLattice", "gaussian_filter"]
+
+NORMALIZATIONS = ("none", "after", "symmetric")
+_EPS = 1e-20  # as densecrf: 1 / (K1 + 1e-20)
+
+
+class _LinearOp(torch.autograd.Function):
+    """A linear map with a known adjoint; its backward is the adjoint, itself differentiable."""
+
+    @staticmethod
+    def forward(ctx, x, fwd: Callable, adj: Callable):  # noqa: D102
+        ctx.fwd, ctx.adj = fwd, adj
+        return fwd(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        return _LinearOp.apply(grad, ctx.adj, ctx.fwd), None, None
+
+
+def _features_to_points(features: torch.Tensor) -> tuple[torch.Tensor, int, tuple[int, ...] | None]:
+    """(N, d) or (B, d, H, W) features → (M, d) points, B, and the image shape (B, H, W) or None."""
+    check_tensor(features, "features")
+    if features.dim() == 2:
+        return features, 1, None
+    if features.dim() == 4:
+        b, d, h, w = features.shape
+        return features.permute(0, 2, 3, 1).reshape(b * h * w, d), b, (b, h, w)
+    raise ValueError(f"features: expected shape (N, d) or (B, d, H, W), got {tuple(features.shape)}")
+
+
+class PermutohedralLattice:
+    """The permutohedral lattice of a point set: splat, blur and slice, built once, used many times.
+
+    Args:
+        features: (N, d) points or (B, d, H, W) feature images, already divided by the bandwidths
+            (see :func:`lab.bilateral_features`). Any d ≥ 1; float32 or float64. Batch elements never
+            share a vertex, so filtering a batch equals filtering each element on its own.
+        backend: "auto" (Triton on CUDA, PyTorch otherwise), "torch" or "triton".
+        force_hash: build with hashed vertex codes even where exact packed codes fit (testing).
+
+    Values passed to :meth:`filter`, :meth:`splat` and :meth:`slice` take the layout of the features:
+    (N, C) for (N, d) features, (B, C, H, W) for (B, d, H, W) features.
+
+    Example:
+        >>> f = torch.rand(500, 2) * 4
+        >>> lat = PermutohedralLattice(f)
+        >>> v = torch.rand(500, 3)
+        >>> lat.filter(v).shape
+        torch.Size([500, 3])
+        >>> bool(torch.allclose(lat.filter(torch.ones(500, 1)), torch.ones(500, 1)))  # "after" keeps 1
+        True
+    """
+
+    def __init__(self, features: torch.Tensor, *, backend: str = "auto", force_hash: bool = False) -> None:
+        points, batch_size, image_shape = _features_to_points(features)
+        if features.requires_grad and torch.is_grad_enabled():
+            raise NotImplementedError(
+                "features: the lattice has no gradient with respect to the features yet; pass "
+                "features.detach(), or use lab.exact_gaussian_filter (differentiable in both arguments)"
+            )
+        if not features.is_floating_point():
+            raise TypeError(f"features: expected a floating-point tensor, got {features.dtype}")
+        if points.shape[0] == 0 or points.shape[1] == 0:
+            raise ValueError(f"features: expected at least one point and one dimension, got {tuple(features.shape)}")
+        check_finite(points, "features")
+        self.backend = resolve_backend(backend, features.device)
+        if points.dtype not in (torch.float32, torch.float64):
+            points = points.float()
+        self.structure: LatticeStructure = build_lattice(points.detach(), batch_size, force_hash=force_hash)
+        self._image_shape = image_shape
+        self._dtype = points.dtype
+        self._matrices: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self._norm: dict[torch.dtype, torch.Tensor] = {}
+
+    # ----------------------------------------------------------------------------------------- shapes
+    @property
+    def d(self) -> int:
+        """Feature dimension."""
+        return self.structure.d
+
+    @property
+    def num_points(self) -> int:
+        """Number of points over the whole batch (B·N)."""
+        return self.structure.num_points
+
+    @property
+    def num_vertices(self) -> int:
+        """Lattice vertices actually used, over the whole batch (at most (d+1)·B·N)."""
+        return self.structure.num_vertices
+
+    @property
+    def batch_num_vertices(self) -> list[int]:
+        """Vertices used by each batch element."""
+        return self.structure.batch_num_vertices.tolist()
+
+    def _to_points(self, values: torch.Tensor, name: str = "values") -> torch.Tensor:
+        check_tensor(values, name)
+        if self._image_shape is None:
+            check_shape(values, name, [self.num_points, "C"])
+            return values
+        b, h, w = self._image_shape
+        check_shape(values, name, [b, "C", h, w])
+        return values.permute(0, 2, 3, 1).reshape(b * h * w, values.shape[1])
+
+    def _from_points(self, points: torch.Tensor) -> torch.Tensor:
+        if self._image_shape is None:
+            return points
+        b, h, w = self._image_shape
+        return points.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+    # ------------------------------------------------------------------------------- linear operators
+    def _ops(self, dtype: torch.dtype):
+        """(slice, splat, blurs) as sparse matrices of ``dtype``, cached per dtype."""
+        if dtype not in self._matrices:
+            s = self.structure
+
+            def cast(a: torch.Tensor) -> torch.Tensor:
+                return csr(a.crow_indices(), a.col_indices(), a.values().to(dtype), a.shape)
+
+            self._matrices[dtype] = (
+                cast(s.slice_matrix),
+                cast(s.splat_matrix),
+                tuple(cast(b) for b in s.blur_matrices),
+            )
+        return self._matrices[dtype]
+
+    def _splat(self, x: torch.Tensor) -> torch.Tensor:
+        return self._ops(x.dtype)[1] @ x.contiguous()
+
+    def _slice(self, y: torch.Tensor) -> torch.Tensor:
+        return self._ops(y.dtype)[0] @ y.contiguous()
+
+    def _blur(self, y: torch.Tensor, reverse: bool) -> torch.Tensor:
+        blurs = self._ops(y.dtype)[2]
+        for b in reversed(blurs) if reverse else blurs:
+            y = b @ y
+        return y
+
+    def _blur_fwd(self, y: torch.Tensor) -> torch.Tensor:
+        return self._blur(y, False)
+
+    def _blur_rev(self, y: torch.Tensor) -> torch.Tensor:
+        return self._blur(y, True)
+
+    def _check_values(self, values: torch.Tensor, name: str) -> torch.Tensor:
+        if not values.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got {values.dtype}")
+        if values.device != self.structure.slice_matrix.device:
+            raise ValueError(
+                f"{name}: on {values.device}, but the lattice was built on {self.structure.slice_matrix.device}"
+            )
+        if values.dtype in (torch.float16, torch.bfloat16):
+            values = values.float()
+        return values
+
+    def splat(self, values: torch.Tensor) -> torch.Tensor:
+        """Splat values onto the lattice vertices, each point onto its d+1 simplex corners.
+
+        Args:
+            values: (N, C) or (B, C, H, W), as the features.
+
+        Returns:
+            (V, C) vertex values, V = :attr:`num_vertices`.
+        """
+        x = self._check_values(self._to_points(values), "values")
+        return _LinearOp.apply(x, self._splat, self._slice)
+
+    def blur(self, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        """Blur vertex values with [1/4, 1/2, 1/4] along each of the d+1 lattice axes in turn.
+
+        Args:
+            x: (V, C) vertex values.
+            reverse: run the axes in reverse order (the adjoint).
+
+        Returns:
+            (V, C) blurred vertex values.
+        """
+        check_shape(x, "x", [self.num_vertices, "C"])
+        x = self._check_values(x, "x")
+        fwd, adj = (self._blur_rev, self._blur_fwd) if reverse else (self._blur_fwd, self._blur_rev)
+        return _LinearOp.apply(x, fwd, adj)
+
+    def slice(self, x: torch.Tensor) -> torch.Tensor:
+        """Interpolate vertex values back at the points with the splat's barycentric weights.
+
+        Args:
+            x: (V, C) vertex values.
+
+        Returns:
+            (N, C) or (B, C, H, W), the layout of the features.
+        """
+        check_shape(x, "x", [self.num_vertices, "C"])
+        x = self._check_values(x, "x")
+        return self._from_points(_LinearOp.apply(x, self._slice, self._splat))
+
+    def _apply_k(self, x: torch.Tensor) -> torch.Tensor:
+        """K x for (M, C) points, unnormalised, differentiable."""
+        return _LinearOp.apply(x, self._k, self._kt)
+
+    def _k(self, x: torch.Tensor) -> torch.Tensor:
+        return self._slice(self._blur(self._splat(x), False))
+
+    def _kt(self, x: torch.Tensor) -> torch.Tensor:
+        return self._slice(self._blur(self._splat(x), True))
+
+    def normalizer(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """K·1, the filtered ones vector, as (M, 1) points; computed once per dtype and cached."""
+        dtype = dtype or self._dtype
+        if dtype not in self._norm:
+            ones = torch.ones(self.num_points, 1, dtype=dtype, device=self.structure.slice_matrix.device)
+            self._norm[dtype] = self._k(ones)
+        return self._norm[dtype]
+
+    def filter(self, values: torch.Tensor, normalize: str = "after") -> torch.Tensor:
+        """Gaussian-filter values over the features: Σ_j exp(−|f_i − f_j|²/2) v_j, normalised.
+
+        Args:
+            values: (N, C) or (B, C, H, W), as the features; float (half types are computed in float32).
+            normalize: "none" (K v, divided by the lattice's kernel scale so that it approximates the
+                exact sum), "after" (K v / K 1, as CRF-RNN), or "symmetric"
+                (D^−½ K D^−½ v with D = K 1, pydensecrf's default).
+
+        Returns:
+            The filtered values, same shape as ``values``. Differentiable with respect to ``values``.
+        """
+        check_choice(normalize, "normalize", NORMALIZATIONS)
+        in_dtype = values.dtype if isinstance(values, torch.Tensor) else None
+        x = self._check_values(self._to_points(values), "values")
+        if normalize == "none":
+            out = self._apply_k(x) / self.structure.kernel_scale
+        elif normalize == "after":
+            out = self._apply_k(x) / (self.normalizer(x.dtype) + _EPS)
+        else:
+            inv_sqrt = torch.rsqrt(self.normalizer(x.dtype) + _EPS)
+            out = inv_sqrt * self._apply_k(inv_sqrt * x)
+        return self._from_points(out).to(in_dtype)
+
+    def __repr__(self) -> str:
+        return (
+            f"PermutohedralLattice(d={self.d}, points={self.num_points}, vertices={self.num_vertices}, "
+            f"batch={self.structure.batch_size}, backend={self.backend!r})"
+        )
+
+
+def gaussian_filter(
+    values: torch.Tensor, features: torch.Tensor, normalize: str = "after", backend: str = "auto"
+) -> torch.Tensor:
+    """Filter values with a Gaussian over the features through a permutohedral lattice, in O(N).
+
+    To filter many times over the same features (as mean field does), build a
+    :class:`PermutohedralLattice` once and call its :meth:`~PermutohedralLattice.filter`.
+
+    Args:
+        values: (N, C) or (B, C, H, W) float values.
+        features: (N, d) or (B, d, H, W) features divided by the bandwidths, matching ``values``.
+        normalize: "none", "after" or "symmetric" (see :meth:`PermutohedralLattice.filter`).
+        backend: "auto", "torch" or "triton".
+
+    Returns:
+        Filtered values, the shape of ``values``; differentiable with respect to ``values``.
+
+    Example:
+        >>> img = torch.rand(1, 3, 16, 16) * 255
+        >>> f = lab.bilateral_features(img, theta_alpha=8.0, theta_beta=20.0)
+        >>> lab.gaussian_filter(img, f).shape
+        torch.Size([1, 3, 16, 16])
+    """
+    return PermutohedralLattice(features, backend=backend).filter(values, normalize)
