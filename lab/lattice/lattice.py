@@ -237,23 +237,45 @@ class PermutohedralLattice:
         Args:
             values: (N, C) or (B, C, H, W), as the features; float (half types are computed in float32).
             normalize: "none" (K v, divided by the lattice's kernel scale so that it approximates the
-                exact sum), "after" (K v / K 1, as CRF-RNN), or "symmetric"
-                (D^−½ K D^−½ v with D = K 1, pydensecrf's default).
+                exact sum), "after" (K v / K 1, as CRF-RNN), or "symmetric" (D^−½ K D^−½ v with D = K 1,
+                pydensecrf's default).
 
         Returns:
-            The filtered values, same shape as ``values``. Differentiable with respect to ``values``.
+            The filtered values, same shape and dtype as ``values``. Differentiable with respect to ``values``.
         """
         check_choice(normalize, "normalize", NORMALIZATIONS)
-        in_dtype = values.dtype if isinstance(values, torch.Tensor) else None
-        x = self._check_values(self._to_points(values), "values")
+        check_tensor(values, "values")
+        return self._from_points(self.filter_points(self._to_points(values), normalize)).to(values.dtype)
+
+    def filter_points(self, x: torch.Tensor, normalize: str = "after") -> torch.Tensor:
+        """:meth:`filter` on values already in point layout (M, C), M = B·H·W, rows ordered (b, y, x).
+
+        Mean field keeps its Q map in this layout for all T iterations, so no permute is paid per filtering.
+
+        Args:
+            x: (M, C) float values, M = :attr:`num_points`.
+            normalize: "none", "after" or "symmetric".
+
+        Returns:
+            (M, C) filtered values (float32 for half inputs), differentiable with respect to ``x``.
+        """
+        check_choice(normalize, "normalize", NORMALIZATIONS)
+        check_shape(x, "x", [self.num_points, "C"])
+        x = self._check_values(x, "x")
         if normalize == "none":
-            out = self._apply_k(x) / self.structure.kernel_scale
-        elif normalize == "after":
-            out = self._apply_k(x) / (self.normalizer(x.dtype) + _EPS)
-        else:
-            inv_sqrt = torch.rsqrt(self.normalizer(x.dtype) + _EPS)
-            out = inv_sqrt * self._apply_k(inv_sqrt * x)
-        return self._from_points(out).to(in_dtype)
+            return self._apply_k(x) / self.structure.kernel_scale
+        if normalize == "after":
+            return self._apply_k(x) / (self.normalizer(x.dtype) + _EPS)
+        inv_sqrt = torch.rsqrt(self.normalizer(x.dtype) + _EPS)
+        return inv_sqrt * self._apply_k(inv_sqrt * x)
+
+    def to_points(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) or (N, C) values → (M, C) point layout (a view where possible)."""
+        return self._to_points(values)
+
+    def from_points(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, C) point layout → the layout of the features ((B, C, H, W) or (N, C))."""
+        return self._from_points(x)
 
     def __repr__(self) -> str:
         return (
