@@ -183,7 +183,11 @@ def csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[i
 
 
 def _blur_matrix(
-    codes: torch.Tensor, coords: torch.Tensor | None, step: torch.Tensor, codec: _Codec, batch: torch.Tensor,
+    codes: torch.Tensor,
+    coords: torch.Tensor | None,
+    step: torch.Tensor,
+    codec: _Codec,
+    batch: torch.Tensor,
     dtype: torch.dtype,
 ) -> torch.Tensor:
     """CSR (V, V) matrix of new[v] = ½ old[v] + ¼ (old[v + step] + old[v − step])."""
@@ -272,9 +276,7 @@ def build_lattice(features: torch.Tensor, batch_size: int = 1, *, force_hash: bo
     by_vertex = torch.argsort(flat_vertex, stable=True)
     splat_crow = torch.zeros(num_vertices + 1, dtype=torch.int64, device=device)
     splat_crow[1:] = counts.cumsum(0)
-    splat_matrix = csr(
-        splat_crow, by_vertex // dp1, weights.reshape(-1)[by_vertex], (num_vertices, m)
-    )
+    splat_matrix = csr(splat_crow, by_vertex // dp1, weights.reshape(-1)[by_vertex], (num_vertices, m))
 
     blurs = []
     for j in range(dp1):

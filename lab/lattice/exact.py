@@ -62,11 +62,9 @@ def exact_gaussian_filter(
     """
     check_choice(normalize, "normalize", ("none", "after", "symmetric"))
     v, shape = _points(values, "values")
-    f, fshape = _points(features, "features")
+    f, _ = _points(features, "features")
     if v.shape[:2] != f.shape[:2]:
-        raise ValueError(
-            f"values: shape {tuple(values.shape)} does not match features {tuple(features.shape)}"
-        )
+        raise ValueError(f"values: shape {tuple(values.shape)} does not match features {tuple(features.shape)}")
     b, n, _ = f.shape
     f64 = f.to(torch.float64)
     f64 = f64 - f64.mean(1, keepdim=True).detach()  # centring keeps |f|² small: the expansion stays exact

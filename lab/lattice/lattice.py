@@ -28,12 +28,12 @@ class _LinearOp(torch.autograd.Function):
     """A linear map with a known adjoint; its backward is the adjoint, itself differentiable."""
 
     @staticmethod
-    def forward(ctx, x, fwd: Callable, adj: Callable):  # noqa: D102
+    def forward(ctx, x, fwd: Callable, adj: Callable):
         ctx.fwd, ctx.adj = fwd, adj
         return fwd(x)
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, grad):
         return _LinearOp.apply(grad, ctx.adj, ctx.fwd), None, None
 
 
