@@ -31,13 +31,14 @@ import torch
 __all__ = ["LatticeStructure", "build_lattice"]
 
 _MAX_PACKED_BITS = 62
-# Odd 64-bit constants (as signed int64) for the hashed codes.
-_HASH_MULT = (
-    -7046029254386353131,
-    -4658895280553007687,
-    -7723592293110705685,
-    -3372029247567499371,
-)
+# An odd 64-bit multiplier (as signed int64) for the hashed codes: 0x9E3779B97F4A7C15, the golden ratio.
+_HASH_MULT = -7046029254386353131
+
+
+def _mix(h: torch.Tensor) -> torch.Tensor:
+    """A bijective 64-bit mix: multiply by an odd constant (wraps), then xor the high half into the low."""
+    h = h * _HASH_MULT
+    return h ^ ((h >> 32) & 0xFFFFFFFF)  # logical shift: mask the sign copies of the arithmetic shift
 
 
 @dataclass(frozen=True)
@@ -158,21 +159,19 @@ class _Codec:
         self.hashed = force_hash or bits > _MAX_PACKED_BITS
         strides, acc = [], 1
         for r in ranges:
-            strides.append(acc)
+            strides.append(acc if not self.hashed else 0)  # hashed codes use no strides (they would overflow)
             acc *= r
-        self.batch_stride = acc
+        self.batch_stride = acc if not self.hashed else 0
         self.strides = torch.tensor(strides, dtype=torch.int64, device=rem0.device)
-        mults = [_HASH_MULT[i % len(_HASH_MULT)] + 2 * i for i in range(d + 1)]
-        self.mults = torch.tensor(mults, dtype=torch.int64, device=rem0.device)
 
     def encode(self, key: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """(M, d) int64 keys and (M,) batch indices → (M,) int64 codes."""
         if not self.hashed:
             return ((key - self.lo) * self.strides).sum(1) + batch * self.batch_stride
-        h = (key * self.mults[:-1]).sum(1) + batch * self.mults[-1]  # wraps modulo 2^64
-        h = h ^ (h >> 31)
-        h = h * _HASH_MULT[0]
-        return h ^ (h >> 29)
+        h = _mix(batch + 1)
+        for i in range(key.shape[1]):  # sequential combine: no linear relation between coordinates collides
+            h = _mix(h ^ key[:, i])
+        return h
 
 
 def csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

@@ -144,13 +144,26 @@ class PermutohedralLattice:
             )
         return self._matrices[dtype]
 
+    def _triton_kernels(self):
+        """The Triton launchers (:mod:`lab.lattice.triton_kernels`), imported on first use only."""
+        from lab.lattice import triton_kernels
+
+        return triton_kernels
+
     def _splat(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "triton":
+            return self._triton_kernels().lattice_splat(x, self.structure.splat_matrix)
         return self._ops(x.dtype)[1] @ x.contiguous()
 
     def _slice(self, y: torch.Tensor) -> torch.Tensor:
+        if self.backend == "triton":
+            s = self.structure
+            return self._triton_kernels().lattice_slice(y, s.vertex_index, s.barycentric)
         return self._ops(y.dtype)[0] @ y.contiguous()
 
     def _blur(self, y: torch.Tensor, reverse: bool) -> torch.Tensor:
+        if self.backend == "triton":
+            return self._triton_kernels().lattice_blur(y, self.structure.blur_matrices, reverse)
         blurs = self._ops(y.dtype)[2]
         for b in reversed(blurs) if reverse else blurs:
             y = b @ y
@@ -244,8 +257,8 @@ class PermutohedralLattice:
             The filtered values, same shape and dtype as ``values``. Differentiable with respect to ``values``.
         """
         check_choice(normalize, "normalize", NORMALIZATIONS)
-        check_tensor(values, "values")
-        return self._from_points(self.filter_points(self._to_points(values), normalize)).to(values.dtype)
+        points = self._check_values(self._to_points(values), "values")
+        return self._from_points(self.filter_points(points, normalize)).to(values.dtype)
 
     def filter_points(self, x: torch.Tensor, normalize: str = "after") -> torch.Tensor:
         """:meth:`filter` on values already in point layout (M, C), M = B·H·W, rows ordered (b, y, x).
