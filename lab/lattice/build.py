@@ -120,9 +120,13 @@ def _simplex(elevated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     rem0f = torch.where(up - elevated < elevated - down, up, down)
     s = torch.round(rem0f.sum(1) / dp1).long()  # Σ rem0 / (d+1), an integer
     delta = elevated - rem0f
-    # rank_i = #coordinates with a larger Δ, ties broken by index: position in a stable sort of −Δ.
-    order = torch.argsort(-delta, dim=1, stable=True)
-    rank = torch.argsort(order, dim=1)
+    # rank_i = #coordinates with a larger Δ, ties broken by index (a stable sort of −Δ): counted with d+1
+    # vectorised comparisons, much faster than two argsorts over tiny rows.
+    rank = torch.zeros(m, dp1, dtype=torch.int64, device=elevated.device)
+    later = torch.arange(dp1, device=elevated.device)
+    for j in range(dp1):
+        other = delta[:, j : j + 1]
+        rank += (other > delta) | ((other == delta) & (later > j))
     rank = rank + s[:, None]
     rem0 = torch.round(rem0f).long()
     low = rank < 0
@@ -245,13 +249,20 @@ def build_lattice(features: torch.Tensor, batch_size: int = 1, *, force_hash: bo
 
     # Codes of all M·(d+1) corners, point-major: entry m·(d+1) + k is corner k of point m.
     codes = torch.stack([codec.encode(_corner(rem0, rank, k), batch) for k in range(dp1)], 1).reshape(-1)
-    unique, inverse, counts = torch.unique(codes, sorted=True, return_inverse=True, return_counts=True)
+    # One stable sort gives the unique vertices, each entry's vertex, and the entries grouped by vertex
+    # (points in order within a vertex): the splat matrix's layout.
+    sorted_codes, by_vertex = torch.sort(codes, stable=True)
+    is_new = torch.ones_like(sorted_codes, dtype=torch.bool)
+    is_new[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    starts = is_new.nonzero().squeeze(1)  # first sorted entry of each vertex
+    unique = sorted_codes[starts]
     num_vertices = unique.shape[0]
+    inverse = torch.empty_like(codes)
+    inverse[by_vertex] = is_new.cumsum(0) - 1
     entry_batch = batch.repeat_interleave(dp1)
 
-    # One representative entry per vertex gives its batch index and (when hashed) its coordinates.
-    first = torch.full((num_vertices,), codes.shape[0], dtype=torch.int64, device=device)
-    first.scatter_reduce_(0, inverse, torch.arange(codes.shape[0], device=device), reduce="amin")
+    # One representative entry per vertex (its first) gives its batch index and (when hashed) its coordinates.
+    first = by_vertex[starts]
     vertex_batch = entry_batch[first]
     coords = None
     if codec.hashed:
@@ -271,10 +282,9 @@ def build_lattice(features: torch.Tensor, batch_size: int = 1, *, force_hash: bo
     slice_crow = torch.arange(0, m * dp1 + 1, dp1, device=device)
     slice_matrix = csr(slice_crow, cols.reshape(-1), vals.reshape(-1), (m, num_vertices))
     # Splat = sliceᵀ: entries grouped by vertex (a stable sort keeps points in order within a vertex).
-    flat_vertex = vertex_index.reshape(-1)
-    by_vertex = torch.argsort(flat_vertex, stable=True)
-    splat_crow = torch.zeros(num_vertices + 1, dtype=torch.int64, device=device)
-    splat_crow[1:] = counts.cumsum(0)
+    splat_crow = torch.empty(num_vertices + 1, dtype=torch.int64, device=device)
+    splat_crow[:-1] = starts
+    splat_crow[-1] = codes.shape[0]
     splat_matrix = csr(splat_crow, by_vertex // dp1, weights.reshape(-1)[by_vertex], (num_vertices, m))
 
     blurs = []
