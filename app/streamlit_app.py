@@ -1,0 +1,307 @@
+"""CRF-RNN Lab — watch mean-field inference refine a segmentation while you move the knobs.
+
+Widgets and layout only: loading, unaries, inference and pictures come from ``lab`` (``lab.explore``,
+``lab.unary``, ``lab.viz``, ``lab.data``), where they are unit-tested and shared with the notebooks.
+Run with ``make app`` (or ``streamlit run app/streamlit_app.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from lab.crf import CRFParams
+from lab.data import load_image, sample_images
+from lab.explore import build_kernels, fit_image, label_png, params_to_json, q_npy, run_crf, to_tensor
+from lab.unary import coarse_colour_clusters, load_compat, load_probability_map, unary_from_annotation
+from lab.viz import changed_mask, class_heatmap, colorize, entropy_map, kl_figure, overlay
+from lab.viz.palette import PALETTE
+
+EXACT_MAX_PIXELS = 96 * 96  # O(N²) message passing: about a second per iteration at this size on 2 cores
+
+st.set_page_config(page_title="CRF-RNN Lab", layout="wide")
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def bundled_photos() -> dict[str, np.ndarray]:
+    """The photos that ship with installed packages, loaded once."""
+    return sample_images()
+
+
+@st.cache_resource(max_entries=8, show_spinner="Building the lattices (once per image and θ)…")
+def kernels_for(image: np.ndarray, theta_alpha, theta_beta, theta_gamma, normalize, message_passing, backend):
+    """The image's kernels, built once per (image, θ, normalisation, message passing, backend)."""
+    params = CRFParams(theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma, normalize=normalize)
+    return build_kernels(to_tensor(image), params, message_passing=message_passing, backend=backend)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def clusters_for(image: np.ndarray, n_labels: int, block: int, confidence: float):
+    """The built-in unary, cached per image and settings."""
+    return coarse_colour_clusters(image, n_labels=n_labels, block=block, confidence=confidence)
+
+
+def error_box(where: str, exc: Exception) -> None:
+    """Show what went wrong without stopping the app."""
+    st.error(f"{where}: {exc}", icon="⚠️")
+
+
+# ------------------------------------------------------------------------------------------ sidebar
+sb = st.sidebar
+sb.title("CRF-RNN Lab")
+sb.header("Image")
+photos = bundled_photos()
+image_source = sb.radio("Image source", ["Bundled photo", "Upload"], key="image_source", horizontal=True)
+photo_name = sb.selectbox("Bundled photo", list(photos), key="photo", disabled=image_source != "Bundled photo")
+upload = None
+if image_source == "Upload":
+    upload = sb.file_uploader(
+        "Your image (PNG, JPEG, WebP, TIFF)", type=["png", "jpg", "jpeg", "webp", "tif", "tiff"], key="image_upload"
+    )
+work_size = sb.slider(
+    "Working size (longer side, px)",
+    64,
+    1024,
+    256,
+    step=32,
+    key="work_size",
+    help="Large images are downscaled to this size before inference; the original size is shown.",
+)
+
+original = photos[photo_name]
+image_label = photo_name
+if upload is not None:
+    try:
+        original = load_image(upload.getvalue())
+        image_label = upload.name
+    except (ValueError, TypeError) as exc:
+        error_box(f"Image {upload.name!r} could not be read", exc)
+        st.info(f"Showing the bundled photo {photo_name!r} instead.")
+image = fit_image(original, work_size)
+h, w = image.shape[:2]
+
+sb.header("Unary")
+unary_source = sb.radio(
+    "Unary source",
+    ["Colour clusters (built-in)", "Annotation image", "Probability map (.npy/.npz)"],
+    key="unary_source",
+    help="Where U = log p comes from. Colour clusters need no model: k-means on tiles, upsampled blocky.",
+)
+unary, notes, class_colours = None, [], None
+if unary_source == "Colour clusters (built-in)":
+    n_clusters = sb.slider("Labels L", 2, 8, 4, key="n_clusters")
+    block = sb.slider("Tile size (px)", 4, 64, 16, step=4, key="block", help="Larger tiles, blockier unary.")
+    confidence = sb.slider("Confidence of the tile's label", 0.3, 0.95, 0.6, step=0.05, key="cluster_confidence")
+    confidence = max(confidence, 1.0 / n_clusters + 0.01)
+    unary, _ = clusters_for(image, n_clusters, block, confidence)
+elif unary_source == "Annotation image":
+    ann = sb.file_uploader(
+        "Annotation (colours = labels, black = unknown)", type=["png", "bmp", "tif", "tiff"], key="annotation_upload"
+    )
+    ann_conf = sb.slider("Confidence of annotated labels", 0.5, 0.99, 0.7, step=0.01, key="annotation_confidence")
+    if ann is not None:
+        try:
+            ann_img = load_image(ann.getvalue())
+            if ann_img.shape[:2] != original.shape[:2] and ann_img.shape[:2] != image.shape[:2]:
+                raise ValueError(
+                    f"size {ann_img.shape[1]}×{ann_img.shape[0]} differs from the image's "
+                    f"{original.shape[1]}×{original.shape[0]}"
+                )
+            if ann_img.shape[:2] != image.shape[:2]:
+                from PIL import Image
+
+                ann_img = np.asarray(Image.fromarray(ann_img).resize((w, h), Image.Resampling.NEAREST))
+            unary, class_colours = unary_from_annotation(ann_img, ann_conf, shape=(h, w))
+        except (ValueError, TypeError) as exc:
+            error_box(f"Annotation {ann.name!r}", exc)
+else:
+    prob = sb.file_uploader("Probability or score map, (H, W, L) or (L, H, W)", type=["npy", "npz"], key="prob_upload")
+    if prob is not None:
+        try:
+            unary, notes = load_probability_map(prob.getvalue(), (h, w), name=prob.name)
+        except (ValueError, TypeError) as exc:
+            error_box(f"Probability map {prob.name!r}", exc)
+if unary is None:
+    st.info("Waiting for a unary: upload one in the sidebar. Meanwhile the built-in colour clusters are shown.")
+    unary, _ = clusters_for(image, 4, 16, 0.6)
+num_labels = unary.shape[1]
+
+sb.header("CRF")
+theta_alpha = sb.slider(
+    "θα: bilateral spatial width (px)",
+    1.0,
+    200.0,
+    80.0,
+    key="theta_alpha",
+    help="How far appearance similarity reaches. DeepLab: 50–95; CRF-RNN release: 160.",
+)
+theta_beta = sb.slider(
+    "θβ: bilateral colour width (0..255)",
+    1.0,
+    50.0,
+    13.0,
+    key="theta_beta",
+    help="How similar colours must be to share a label. DeepLab: 3–10; CRF-RNN release: 3.",
+)
+theta_gamma = sb.slider(
+    "θγ: smoothness width (px)",
+    0.5,
+    10.0,
+    3.0,
+    key="theta_gamma",
+    help="Reach of the appearance-blind smoothing kernel. Common: 3.",
+)
+w_bilateral = sb.slider(
+    "w bilateral",
+    0.0,
+    20.0,
+    5.0,
+    step=0.5,
+    key="w_bilateral",
+    help="Weight of the appearance kernel. DeepLab: 3–5; CRF-RNN release: 5.",
+)
+w_spatial = sb.slider(
+    "w spatial", 0.0, 20.0, 3.0, step=0.5, key="w_spatial", help="Weight of the smoothness kernel. Common: 3."
+)
+iterations = sb.slider(
+    "Iterations T", 0, 20, 5, key="iterations", help="Mean-field iterations (CRF-RNN trains with 5)."
+)
+normalize = sb.selectbox(
+    "Normalisation",
+    ["after", "symmetric", "none"],
+    key="normalize",
+    help="after: K v / K 1 (CRF-RNN); symmetric: D^-½ K D^-½ (pydensecrf's default).",
+)
+message_passing = sb.selectbox(
+    "Message passing",
+    ["lattice", "exact", "window"],
+    key="message_passing",
+    help="lattice: permutohedral, O(N); exact: O(N²) ground truth (small images); "
+    "window: exact Gaussian truncated to 11×11 (ConvCRF).",
+)
+compat_choice = sb.radio("Compatibility µ", ["Potts", "Upload (L×L .npy)"], key="compat_choice", horizontal=True)
+backend = sb.selectbox(
+    "Backend", ["auto", "torch", "triton"], key="backend", help="auto: Triton on a CUDA GPU, PyTorch otherwise."
+)
+compat = "potts"
+if compat_choice != "Potts":
+    mu_file = sb.file_uploader("µ as an (L, L) .npy", type=["npy", "npz"], key="compat_upload")
+    if mu_file is not None:
+        try:
+            compat = load_compat(mu_file.getvalue(), num_labels, name=mu_file.name)
+        except (ValueError, TypeError) as exc:
+            error_box(f"Compatibility {mu_file.name!r}", exc)
+
+# ------------------------------------------------------------------------------------------ inference
+st.title("Mean field, iteration by iteration")
+st.caption(
+    f"{image_label}: {original.shape[1]}×{original.shape[0]} px, working at {w}×{h} · L = {num_labels} labels · "
+    + " · ".join(notes)
+)
+if message_passing == "exact" and h * w > EXACT_MAX_PIXELS:
+    st.warning(
+        f"Exact message passing is O(N²): limited to {EXACT_MAX_PIXELS} pixels; using the lattice. "
+        "Lower the working size to compare with the exact filter."
+    )
+    message_passing = "lattice"
+
+params = CRFParams(
+    theta_alpha=theta_alpha,
+    theta_beta=theta_beta,
+    theta_gamma=theta_gamma,
+    w_bilateral=w_bilateral,
+    w_spatial=w_spatial,
+    compat=compat,
+    normalize=normalize,
+)
+try:
+    (kernels, build_ms) = kernels_for(image, theta_alpha, theta_beta, theta_gamma, normalize, message_passing, backend)
+    show_steps = st.toggle("Show Algorithm 1 step by step", key="show_steps")
+    with st.spinner("Running mean field…"):
+        result = run_crf(unary, to_tensor(image), params, iterations, kernels, steps=show_steps)
+except (ValueError, TypeError, RuntimeError) as exc:
+    error_box("Inference failed", exc)
+    st.stop()
+
+labels = result.labels
+t = iterations if iterations == 0 else st.slider("Show iteration t", 0, iterations, iterations, key="t_view")
+q_t = result.trace.history[t][0]
+
+left, right = st.columns(2)
+left.image(overlay(image, labels[0]), caption="Unary argmax (t = 0)", width="stretch")
+right.image(overlay(image, labels[t]), caption=f"Q_{t} argmax", width="stretch")
+
+changed_unary = int(changed_mask(labels[0], labels[t]).sum())
+changed_prev = int(changed_mask(labels[max(t - 1, 0)], labels[t]).sum())
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Pixels changed vs unary", changed_unary)
+m2.metric("Pixels changed vs t−1", changed_prev)
+m3.metric("Lattice build (ms)", f"{build_ms:.0f}", help="Cached: rebuilt only when the image or θ changes.")
+m4.metric(f"{iterations} iterations (ms)", f"{result.inference_ms:.0f}")
+
+legend = " ".join(
+    f"<span style='background:rgb{tuple(int(c) for c in PALETTE[i])};padding:2px 10px;margin-right:4px'>"
+    f"&nbsp;</span>{i}"
+    for i in range(num_labels)
+)
+st.markdown(f"Classes: {legend}", unsafe_allow_html=True)
+
+st.subheader(f"Iteration {t} up close")
+view_class = st.selectbox("Class", list(range(num_labels)), key="class_view")
+c1, c2, c3, c4 = st.columns(4)
+c1.image(class_heatmap(q_t, view_class), caption=f"Q_{t}(class {view_class})", width="stretch")
+ent = entropy_map(q_t)
+c2.image(
+    (255 * ent / max(np.log(num_labels), 1e-9)).clip(0, 255).astype(np.uint8),
+    caption=f"Entropy (white = log L); mean {ent.mean():.3f} nats",
+    width="stretch",
+)
+c3.image(
+    colorize(changed_mask(labels[max(t - 1, 0)], labels[t]).astype(np.int64) * 1),
+    caption=f"Changed since t−1 ({changed_prev} px)",
+    width="stretch",
+)
+c4.image(
+    colorize(changed_mask(labels[0], labels[t]).astype(np.int64) * 1),
+    caption=f"Changed since the unary ({changed_unary} px)",
+    width="stretch",
+)
+
+st.pyplot(kl_figure(result.trace.kl[0], current=t), width="content")
+
+if show_steps and iterations > 0:
+    st.subheader(f"Algorithm 1, iteration {max(t, 1)}, class {view_class}")
+    step = result.trace.steps[max(t, 1) - 1]
+    stages = [
+        (step.messages[0], "1. message: bilateral Q̃"),
+        (step.messages[1], "1. message: spatial Q̃"),
+        (step.weighted, "2. weighting Q̌"),
+        (step.transformed, "3. compatibility Q̂"),
+        (step.logits, "4. unary addition U − Q̂"),
+        (step.q, "5. normalisation Q"),
+    ]
+    cols = st.columns(len(stages))
+    for col, (x, caption) in zip(cols, stages, strict=True):
+        v = x[0, view_class].numpy()
+        lo, hi = float(v.min()), float(v.max())
+        col.image(
+            ((v - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8),
+            caption=f"{caption} [{lo:.2f}, {hi:.2f}]",
+            width="stretch",
+        )
+
+st.subheader("Download")
+d1, d2, d3 = st.columns(3)
+d1.download_button(
+    "Label map (PNG)", label_png(labels[t]), file_name=f"labels_t{t}.png", mime="image/png", key="dl_labels"
+)
+d2.download_button("Q_t (.npy)", q_npy(q_t), file_name=f"q_t{t}.npy", key="dl_q")
+d3.download_button(
+    "Parameters (JSON)",
+    params_to_json(
+        params, iterations=iterations, message_passing=message_passing, image=image_label, working_size=work_size
+    ),
+    file_name="crf_params.json",
+    mime="application/json",
+    key="dl_params",
+)

@@ -1,0 +1,182 @@
+"""Plain functions behind the app and the playground notebook: prepare an image, build once, run, export.
+
+The app stays thin (widgets and layout); everything it computes comes from here, so it is unit-tested and
+shared with the notebooks.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lab.crf import CRFKernels, CRFParams, MeanFieldTrace, mean_field
+from lab.viz.palette import PALETTE
+
+__all__ = [
+    "RunResult",
+    "build_kernels",
+    "fit_image",
+    "label_png",
+    "params_from_json",
+    "params_to_json",
+    "q_npy",
+    "run_crf",
+    "to_tensor",
+]
+
+
+def fit_image(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Downscale (anti-aliased) so that the longer side is at most ``max_side``; smaller images are kept.
+
+    Args:
+        image: (H, W, 3) uint8.
+        max_side: the working size in pixels, ≥ 8.
+
+    Returns:
+        (H', W', 3) uint8.
+
+    Example:
+        >>> fit_image(np.zeros((100, 50, 3), np.uint8), 40).shape
+        (40, 20, 3)
+    """
+    if int(max_side) != max_side or max_side < 8:
+        raise ValueError(f"max_side: expected an integer >= 8, got {max_side!r}")
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return image
+    from PIL import Image
+
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 → (1, 3, H, W) float32 in 0..255."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+
+
+def build_kernels(
+    image: torch.Tensor, params: CRFParams, message_passing: str = "lattice", backend: str = "auto"
+) -> tuple[CRFKernels, float]:
+    """The image's two kernels (lattices built once per image and θ), and the build time in ms."""
+    t0 = time.perf_counter()
+    kernels = CRFKernels(image, params, message_passing=message_passing, backend=backend)
+    return kernels, 1e3 * (time.perf_counter() - t0)
+
+
+@dataclass
+class RunResult:
+    """One inference: the trace and what it cost."""
+
+    trace: MeanFieldTrace
+    inference_ms: float
+    build_ms: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[np.ndarray]:
+        """Arg-max label maps (H, W) of Q_0 .. Q_T (batch element 0)."""
+        return [q[0].argmax(0).numpy() for q in self.trace.history]
+
+
+def run_crf(
+    unary: torch.Tensor,
+    image: torch.Tensor,
+    params: CRFParams,
+    iterations: int,
+    kernels: CRFKernels,
+    *,
+    steps: bool = False,
+) -> RunResult:
+    """Mean field with a prebuilt kernel pair, keeping every Q (and every step when ``steps``).
+
+    Args:
+        unary: (1, L, H, W) U.
+        image: (1, 3, H, W) 0..255.
+        params: weights and compatibility (the bandwidths must be those ``kernels`` were built with).
+        iterations: T ≥ 0.
+        kernels: from :func:`build_kernels`.
+        steps: also keep the Algorithm-1 intermediates of every iteration.
+
+    Returns:
+        A :class:`RunResult`.
+    """
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        trace = mean_field(
+            unary,
+            image,
+            params,
+            iterations=iterations,
+            keep="steps" if steps else "q",
+            message_passing=kernels.message_passing,
+            kernels=kernels,
+        )
+    return RunResult(trace=trace, inference_ms=1e3 * (time.perf_counter() - t0))
+
+
+def label_png(labels: np.ndarray) -> bytes:
+    """A palette PNG of a label map (pixel values = class ids, colours = the lab's palette)."""
+    from PIL import Image
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.min() < 0 or labels.max() > 255:
+        raise ValueError(f"labels: expected an (H, W) map of class ids 0..255, got shape {labels.shape}")
+    img = Image.fromarray(labels.astype(np.uint8), mode="P")
+    img.putpalette(PALETTE.reshape(-1).tolist())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def q_npy(q: torch.Tensor) -> bytes:
+    """Q (L, H, W) as the bytes of an .npy file (float32)."""
+    buf = io.BytesIO()
+    np.save(buf, q.detach().cpu().numpy().astype(np.float32))
+    return buf.getvalue()
+
+
+_PARAM_FIELDS = ("theta_alpha", "theta_beta", "theta_gamma", "w_bilateral", "w_spatial", "normalize", "window_size")
+
+
+def params_to_json(params: CRFParams, **extra: object) -> str:
+    """The parameters as JSON (the app's download; the CLI reads it back with :func:`params_from_json`).
+
+    Tensor weights and compatibility matrices are written as nested lists.
+    """
+
+    def plain(v):
+        return v.detach().cpu().tolist() if isinstance(v, torch.Tensor) else v
+
+    doc = {name: plain(getattr(params, name)) for name in _PARAM_FIELDS}
+    doc["compat"] = plain(params.compat)
+    doc.update({k: plain(v) for k, v in extra.items()})
+    return json.dumps(doc, indent=2, sort_keys=True)
+
+
+def params_from_json(text: str) -> tuple[CRFParams, dict]:
+    """Read :func:`params_to_json`'s output: the :class:`CRFParams` and the other keys (e.g. iterations).
+
+    Example:
+        >>> p, extra = params_from_json(params_to_json(CRFParams(theta_alpha=50.0), iterations=7))
+        >>> p.theta_alpha, extra
+        (50.0, {'iterations': 7})
+    """
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"params: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"params: expected a JSON object, got {type(doc).__name__}")
+    kwargs = {}
+    for name in (*_PARAM_FIELDS, "compat"):
+        if name in doc:
+            v = doc.pop(name)
+            kwargs[name] = torch.tensor(v, dtype=torch.float32) if isinstance(v, list) else v
+    return CRFParams(**kwargs), doc

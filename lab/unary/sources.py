@@ -1,0 +1,218 @@
+"""Unary sources that need no trained model, each returning U = log p as (1, L, H, W) float32.
+
+* :func:`coarse_colour_clusters` — k-means on a block-averaged copy of the image, upsampled blocky: works
+  on any image and shows at once what the CRF does to blocky boundaries.
+* :func:`unary_from_annotation` — an annotation image (one colour per label, black = unknown), as
+  pydensecrf's ``unary_from_labels`` examples.
+* :func:`load_probability_map` — a saved (H, W, L) or (L, H, W) array of probabilities or scores.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lab.crf.unary import unary_from_labels
+
+__all__ = ["coarse_colour_clusters", "load_compat", "load_probability_map", "unary_from_annotation"]
+
+_NPZ_KEYS = ("prob", "probs", "probabilities", "q", "unary", "logits", "scores")
+
+
+def _check_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{name}: expected an (H, W, 3) RGB array, got shape {image.shape}")
+    return image
+
+
+def _kmeans(x: torch.Tensor, k: int, seed: int, iterations: int = 25) -> torch.Tensor:
+    """Cluster centres of (n, c) points: k-means++ seeding, then Lloyd iterations. Deterministic."""
+    g = torch.Generator().manual_seed(seed)
+    centres = [x[torch.randint(len(x), (1,), generator=g)].squeeze(0)]
+    for _ in range(1, k):
+        d2 = torch.cdist(x, torch.stack(centres)).square().min(1).values
+        if float(d2.sum()) == 0:  # fewer distinct colours than k: repeat one
+            centres.append(centres[-1])
+            continue
+        centres.append(x[torch.multinomial(d2, 1, generator=g)].squeeze(0))
+    c = torch.stack(centres)
+    for _ in range(iterations):
+        assign = torch.cdist(x, c).argmin(1)
+        for j in range(k):
+            members = x[assign == j]
+            if len(members):
+                c[j] = members.mean(0)
+    return c
+
+
+def coarse_colour_clusters(
+    image: np.ndarray, n_labels: int = 4, block: int = 16, confidence: float = 0.6, seed: int = 0
+) -> tuple[torch.Tensor, np.ndarray]:
+    """A blocky unary from colour clusters: the CRF's job is then to move the block edges onto the image's.
+
+    The image is averaged over ``block`` × ``block`` tiles; the tile colours are clustered into ``n_labels``
+    groups (k-means, seeded); each pixel gets its tile's cluster with probability ``confidence``, the
+    others share the rest. Clusters are numbered from dark to bright, so the colours stay stable.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        n_labels: L ≥ 2 clusters.
+        block: tile size in pixels, ≥ 1.
+        confidence: probability of the tile's cluster, in (1/L, 1).
+        seed: k-means seed.
+
+    Returns:
+        U (1, L, H, W) float32, and the (H, W) int64 blocky labels.
+
+    Example:
+        >>> img = np.zeros((32, 32, 3), np.uint8); img[:, 16:] = 255
+        >>> u, labels = coarse_colour_clusters(img, n_labels=2, block=8)
+        >>> u.shape, labels[0, 0].item(), labels[0, 31].item()
+        (torch.Size([1, 2, 32, 32]), 0, 1)
+    """
+    image = _check_rgb(image)
+    if int(n_labels) != n_labels or n_labels < 2:
+        raise ValueError(f"n_labels: expected an integer >= 2, got {n_labels!r}")
+    if int(block) != block or block < 1:
+        raise ValueError(f"block: expected an integer >= 1, got {block!r}")
+    if not 1.0 / n_labels < confidence < 1:
+        raise ValueError(f"confidence: expected a number in (1/L, 1) = ({1 / n_labels:.3f}, 1), got {confidence!r}")
+    h, w, _ = image.shape
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+    tiles = F.avg_pool2d(x, block, ceil_mode=True)  # (1, 3, h', w')
+    colours = tiles[0].permute(1, 2, 0).reshape(-1, 3)
+    centres = _kmeans(colours, n_labels, seed)
+    centres = centres[centres.sum(1).argsort()]  # dark → bright
+    tile_labels = torch.cdist(colours, centres).argmin(1).view(1, 1, *tiles.shape[2:]).float()
+    labels = F.interpolate(tile_labels, scale_factor=block, mode="nearest")[0, 0, :h, :w].long()
+    unary = unary_from_labels(labels[None], n_labels, gt_prob=confidence, zero_unsure=False)
+    return unary, labels.numpy()
+
+
+def unary_from_annotation(
+    annotation: np.ndarray, confidence: float = 0.7, shape: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, np.ndarray]:
+    """U from an annotation image: each distinct non-black colour is a label, black means unknown.
+
+    As in pydensecrf's examples: annotated pixels get their label with probability ``confidence``; unknown
+    pixels get a uniform distribution and are left to the CRF.
+
+    Args:
+        annotation: (H, W, 3) uint8, drawn over (or beside) the image.
+        confidence: probability of the annotated label, in (0, 1).
+        shape: the image's (H, W); the annotation must match it.
+
+    Returns:
+        U (1, L, H, W) float32 and the (L, 3) uint8 colours of labels 0..L−1 (sorted by colour value).
+
+    Example:
+        >>> ann = np.zeros((2, 3, 3), np.uint8); ann[0, 0] = (255, 0, 0); ann[1, 2] = (0, 0, 255)
+        >>> u, colours = unary_from_annotation(ann)
+        >>> u.shape, colours.tolist()
+        (torch.Size([1, 2, 2, 3]), [[0, 0, 255], [255, 0, 0]])
+    """
+    annotation = _check_rgb(annotation, "annotation")
+    if shape is not None and tuple(annotation.shape[:2]) != tuple(shape):
+        raise ValueError(f"annotation: expected size {tuple(shape)} (H, W) like the image, got {annotation.shape[:2]}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
+    flat = annotation.reshape(-1, 3).astype(np.int64)
+    code = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+    values, inverse = np.unique(code, return_inverse=True)
+    known = values != 0  # black = unknown
+    if known.sum() < 2:
+        raise ValueError(f"annotation: expected at least two label colours besides black, got {int(known.sum())}")
+    # labels: 0 = unknown, 1..L = the colours in sorted order
+    index = np.cumsum(known) * known
+    labels = index[inverse].reshape(annotation.shape[:2])
+    colours = values[known]
+    rgb = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], 1).astype(np.uint8)
+    unary = unary_from_labels(torch.from_numpy(labels)[None], len(colours), gt_prob=confidence, zero_unsure=True)
+    return unary, rgb
+
+
+def _read_array(source: str | os.PathLike | bytes, name: str, keys: tuple[str, ...]) -> np.ndarray:
+    data = source if isinstance(source, bytes | bytearray | memoryview) else None
+    try:
+        loaded = np.load(io.BytesIO(bytes(data)) if data is not None else source, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # numpy raises several types for a bad file
+        raise ValueError(f"{name}: not a readable .npy/.npz file ({type(exc).__name__}: {exc})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            names = list(loaded.files)
+            key = next((k for k in keys if k in names), names[0] if len(names) == 1 else None)
+            if key is None:
+                raise ValueError(f"{name}: an .npz with several arrays {names}; name one of them {list(keys)}")
+            return loaded[key]
+    return loaded
+
+
+def load_probability_map(
+    source: str | os.PathLike | bytes, shape: tuple[int, int], name: str = "probability map"
+) -> tuple[torch.Tensor, list[str]]:
+    """U from a saved probability or score map, resized to the image.
+
+    Layout (H, W, L) or (L, H, W) is recognised by the axis that matches the image's aspect (else the
+    smallest axis is L). Values that are probabilities (in 0..1, summing to 1 over L) become log p;
+    anything else is taken as logits.
+
+    Args:
+        source: a path or the file's bytes (.npy, or .npz with one array or a key among prob/probs/q/unary/logits).
+        shape: the image's (H, W).
+        name: what to call the file in messages.
+
+    Returns:
+        U (1, L, H, W) float32, and notes for the user (layout, interpretation, resizing).
+    """
+    arr = _read_array(source, name, _NPZ_KEYS)
+    if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name}: expected a 3-D numeric array (H, W, L) or (L, H, W), got {arr.dtype} {arr.shape}")
+    h, w = shape
+    notes = []
+    aspect = h / w
+    hwl = arr.shape[0] / max(arr.shape[1], 1)
+    lhw = arr.shape[1] / max(arr.shape[2], 1)
+    if arr.shape[:2] == (h, w) or (arr.shape[1:] != (h, w) and abs(np.log(hwl / aspect)) < abs(np.log(lhw / aspect))):
+        arr = np.moveaxis(arr, 2, 0)
+        notes.append(f"read as (H, W, L) with L = {arr.shape[0]}")
+    else:
+        notes.append(f"read as (L, H, W) with L = {arr.shape[0]}")
+    if arr.shape[0] < 2:
+        raise ValueError(f"{name}: expected at least 2 labels, got {arr.shape[0]}")
+    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: expected finite values, got NaN or Inf")
+    sums = x.sum(0)
+    if float(x.min()) >= 0 and float(x.max()) <= 1 and bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3)):
+        unary = torch.log(x.clamp_min(1e-5))
+        notes.append("values are probabilities: U = log p")
+    else:
+        unary = x
+        notes.append("values are not probabilities: taken as logits (U = values)")
+    if tuple(unary.shape[1:]) != (h, w):
+        notes.append(f"resized from {tuple(unary.shape[1:])} to the image's {(h, w)}")
+        unary = F.interpolate(unary[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return unary[None].contiguous(), notes
+
+
+def load_compat(source: str | os.PathLike | bytes, num_labels: int, name: str = "compatibility matrix") -> torch.Tensor:
+    """An (L, L) compatibility matrix µ from a .npy/.npz file (row l: the penalty of l against each l').
+
+    Example:
+        >>> buf = io.BytesIO(); np.save(buf, 1 - np.eye(3)); load_compat(buf.getvalue(), 3).shape
+        torch.Size([3, 3])
+    """
+    arr = _read_array(source, name, ("compat", "mu"))
+    if arr.shape != (num_labels, num_labels) or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name}: expected an ({num_labels}, {num_labels}) numeric array, got {arr.dtype} {arr.shape}")
+    mu = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    if not bool(torch.isfinite(mu).all()):
+        raise ValueError(f"{name}: expected finite values, got NaN or Inf")
+    return mu

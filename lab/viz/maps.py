@@ -1,0 +1,109 @@
+"""Per-pixel views of a Q map: label overlays, class heatmaps, entropy, flipped pixels, the KL curve.
+
+Every function takes numpy arrays or tensors and returns a numpy image (H, W, 3) uint8 or (H, W) float,
+so that the app and the notebooks show the same pictures and tests can check the pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lab.viz.palette import colorize
+
+__all__ = ["changed_mask", "class_heatmap", "entropy_map", "kl_figure", "label_map", "overlay"]
+
+
+def _np(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def label_map(q: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Arg-max labels of a (L, H, W) probability or score map: (H, W) int64."""
+    return _np(q).argmax(0)
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the palette colours of ``labels`` over ``image``.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        labels: (H, W) integer class ids.
+        alpha: weight of the label colours, 0..1.
+
+    Returns:
+        (H, W, 3) uint8.
+
+    Example:
+        >>> overlay(np.full((1, 1, 3), 200, np.uint8), np.array([[1]]), alpha=0.5).tolist()
+        [[[164, 100, 100]]]
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha: expected a number in 0..1, got {alpha!r}")
+    colours = colorize(labels).astype(np.float64)
+    out = (1 - alpha) * np.asarray(image, dtype=np.float64) + alpha * colours
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def class_heatmap(q: np.ndarray | torch.Tensor, label: int, cmap: str = "viridis") -> np.ndarray:
+    """The probability of one class as a colour image (0 → the colormap's low end, 1 → its high end).
+
+    Args:
+        q: (L, H, W) probabilities.
+        label: the class id.
+        cmap: a matplotlib colormap name.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    from matplotlib import colormaps
+
+    q = _np(q)
+    if not 0 <= label < q.shape[0]:
+        raise ValueError(f"label: expected a class id in 0..{q.shape[0] - 1}, got {label!r}")
+    return (colormaps[cmap](np.clip(q[label], 0, 1))[..., :3] * 255).round().astype(np.uint8)
+
+
+def entropy_map(q: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Per-pixel entropy −Σ_l Q_l log Q_l in nats, (H, W) float64 (0 = certain, log L = uniform).
+
+    Example:
+        >>> float(entropy_map(np.full((2, 1, 1), 0.5))[0, 0]) == float(np.log(2))
+        True
+    """
+    q = _np(q).astype(np.float64)
+    return -(q * np.log(np.clip(q, 1e-20, 1))).sum(0)
+
+
+def changed_mask(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Pixels whose label differs: (H, W) bool."""
+    before, after = np.asarray(before), np.asarray(after)
+    if before.shape != after.shape:
+        raise ValueError(f"after: expected shape {before.shape} like before, got {after.shape}")
+    return before != after
+
+
+def kl_figure(kl: np.ndarray | torch.Tensor, current: int | None = None):
+    """The mean-field KL divergence (up to log Z) against the iteration, as a matplotlib figure.
+
+    Args:
+        kl: (T+1,) values for iterations 0..T.
+        current: an iteration to mark.
+
+    Returns:
+        A matplotlib Figure.
+    """
+    from matplotlib.figure import Figure
+
+    kl = _np(kl).astype(np.float64).reshape(-1)
+    fig = Figure(figsize=(4.5, 2.8))
+    ax = fig.subplots()
+    ax.plot(np.arange(len(kl)), kl, marker="o")
+    if current is not None and 0 <= current < len(kl):
+        ax.plot([current], [kl[current]], marker="o", markersize=10, color="crimson")
+    ax.set_xlabel("iteration t")
+    ax.set_ylabel("KL(Q_t ‖ P) + log Z")
+    ax.set_title("Mean-field objective")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
