@@ -83,7 +83,7 @@ def coarse_colour_clusters(
     if not 1.0 / n_labels < confidence < 1:
         raise ValueError(f"confidence: expected a number in (1/L, 1) = ({1 / n_labels:.3f}, 1), got {confidence!r}")
     h, w, _ = image.shape
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]  # (1, 3, H, W), a copy
     tiles = F.avg_pool2d(x, block, ceil_mode=True)  # (1, 3, h', w')
     colours = tiles[0].permute(1, 2, 0).reshape(-1, 3)
     centres = _kmeans(colours, n_labels, seed)

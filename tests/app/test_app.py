@@ -1,0 +1,127 @@
+"""The real app script under Streamlit's AppTest: renders, reacts to knobs and uploads, survives bad files."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit", reason="the app extra is not installed (pip install -e .[app])")
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
+TIMEOUT = 180  # importing torch and the first lattice build take well over AppTest's 3 s default
+
+
+def png_bytes(arr):
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def npy_bytes(arr):
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def metrics(at):
+    return {m.label: m.value for m in at.metric}
+
+
+@pytest.fixture
+def app():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def small(at, size=64):
+    at.sidebar.slider(key="work_size").set_value(size).run()
+    assert not at.exception
+
+
+def test_default_run_refines_the_unary(app):
+    m = metrics(app)
+    assert int(m["Pixels changed vs unary"]) > 0  # 5 iterations move the blocky cluster edges
+    assert len(app.error) == 0
+    assert "working at" in app.caption[0].value
+
+
+def test_zero_iterations_show_the_unary_unchanged(app):
+    small(app)
+    app.sidebar.slider(key="iterations").set_value(0).run()
+    assert not app.exception
+    assert metrics(app)["Pixels changed vs unary"] == "0"
+
+
+def test_weights_zero_change_nothing(app):
+    small(app)
+    app.sidebar.slider(key="w_bilateral").set_value(0.0).run()
+    app.sidebar.slider(key="w_spatial").set_value(0.0).run()
+    assert metrics(app)["Pixels changed vs unary"] == "0"
+
+
+def test_weight_change_reuses_the_lattice(app):
+    small(app)
+    before = metrics(app)["Lattice build (ms)"]
+    app.sidebar.slider(key="w_bilateral").set_value(8.0).run()
+    assert metrics(app)["Lattice build (ms)"] == before  # cached: same build, same time shown
+
+
+def test_upload_image(app):
+    app.sidebar.radio(key="image_source").set_value("Upload").run()
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:, 32:] = (200, 40, 40)
+    app.sidebar.file_uploader(key="image_upload").set_value(("two.png", png_bytes(img), "image/png")).run()
+    assert not app.exception
+    assert "two.png: 64×48" in app.caption[0].value
+
+
+def test_bad_image_upload_shows_an_error_and_keeps_running(app):
+    app.sidebar.radio(key="image_source").set_value("Upload").run()
+    app.sidebar.file_uploader(key="image_upload").set_value(("notes.png", b"hello, not a png", "image/png")).run()
+    assert not app.exception
+    assert any("notes.png" in e.value for e in app.error)
+    assert "Pixels changed vs unary" in metrics(app)  # still showing results on the bundled photo
+
+
+def test_annotation_unary(app):
+    small(app)
+    h, w = 64, 64
+    ann = np.zeros((h, w, 3), np.uint8)
+    ann[:10, :10] = (255, 0, 0)
+    ann[-10:, -10:] = (0, 0, 255)
+    app.sidebar.radio(key="unary_source").set_value("Annotation image").run()
+    app.sidebar.file_uploader(key="annotation_upload").set_value(("ann.png", png_bytes(ann), "image/png")).run()
+    assert not app.exception and len(app.error) == 0
+    assert "L = 2 labels" in app.caption[0].value
+
+
+def test_probability_map_unary_and_bad_map(app):
+    small(app)
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=(32, 32)).astype(np.float32)  # (32, 32, 3): half the image's size
+    app.sidebar.radio(key="unary_source").set_value("Probability map (.npy/.npz)").run()
+    app.sidebar.file_uploader(key="prob_upload").set_value(("p.npy", npy_bytes(p), "application/octet-stream")).run()
+    assert not app.exception and len(app.error) == 0
+    assert "L = 3 labels" in app.caption[0].value and "resized" in app.caption[0].value
+    app.sidebar.file_uploader(key="prob_upload").set_value(("bad.npy", b"garbage", "application/octet-stream")).run()
+    assert not app.exception
+    assert any("bad.npy" in e.value for e in app.error)
+
+
+def test_step_by_step_view(app):
+    small(app)
+    app.toggle(key="show_steps").set_value(True).run()
+    assert not app.exception
+    assert any("Algorithm 1, iteration" in s.value for s in app.subheader)
+
+
+def test_exact_message_passing_on_a_small_image(app):
+    small(app)  # 64 × 64 is within the exact limit
+    app.sidebar.selectbox(key="message_passing").set_value("exact").run()
+    assert not app.exception and len(app.warning) == 0
+    assert int(metrics(app)["Pixels changed vs unary"]) > 0
