@@ -3,30 +3,38 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 # The tested torch. Override for another build, e.g. make test TORCH_SPEC="torch==2.11.0".
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: app test lint format bench clean
+.PHONY: app test lint format bench lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.torch: | $(PY)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PIP) "$(TORCH_SPEC)"
 	touch $@
 
-$(VENV)/.stamp-base: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e .
+$(VENV)/.stamp-app: pyproject.toml $(VENV)/.torch
+	$(PIP) -e ".[app]"
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m pip install --quiet -e ".[peers]" || echo "pydensecrf2 could not be built: parity tests will skip"
+	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[peers]" || echo "pydensecrf2 could not be built: the pydensecrf parity tests will skip"
 	touch $@
 
-app: $(VENV)/.stamp-base
-	$(PY) -m lab.demo --out demo.png
+# Debian's chromium for the browser test (as root, with apt-get); without it that test skips, saying why.
+$(VENV)/.stamp-browser: | $(PY)
+	@if [ -x /usr/bin/chromium ]; then touch $@; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    && touch $@ || echo "chromium could not be installed: the browser test will skip"; \
+	else echo "not root or no apt-get: chromium not installed, the browser test will skip"; fi
+
+app: $(VENV)/.stamp-app
+	$(VENV)/bin/streamlit run app/streamlit_app.py --server.headless true --browser.gatherUsageStats false
 
 lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check .
@@ -38,12 +46,12 @@ format: $(VENV)/.stamp-dev
 
 # The main suite, then the Triton-interpreter tests in their own process
 # (TRITON_INTERPRET is read when @triton.jit decorates, so it must be set before import).
-test: lint
+test: lint $(VENV)/.stamp-browser
 	$(PY) -m pytest -m "not interpreter" -q
-	TRITON_INTERPRET=1 $(PY) -m pytest -m interpreter -q
+	TRITON_INTERPRET=1 $(PY) -m pytest -m interpreter -q -p no:doctest
 
 bench: $(VENV)/.stamp-dev
 	$(PY) benchmarks/lattice.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts
