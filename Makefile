@@ -48,7 +48,7 @@ format: $(VENV)/.stamp-dev
 # (TRITON_INTERPRET is read when @triton.jit decorates, so it must be set before import).
 test: lint $(VENV)/.stamp-browser
 	$(PY) -m pytest -m "not interpreter" -q
-	TRITON_INTERPRET=1 $(PY) -m pytest -m interpreter -q -p no:doctest
+	TRITON_INTERPRET=1 $(PY) -m pytest -m interpreter -q
 
 bench: $(VENV)/.stamp-dev
 	$(PY) benchmarks/lattice.py

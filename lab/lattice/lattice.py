@@ -152,18 +152,21 @@ class PermutohedralLattice:
 
     def _splat(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "triton":
-            return self._triton_kernels().lattice_splat(x, self.structure.splat_matrix)
+            tk = self._triton_kernels()
+            return tk.lattice_splat(x, tk.triton_lattice(self.structure))
         return self._ops(x.dtype)[1] @ x.contiguous()
 
     def _slice(self, y: torch.Tensor) -> torch.Tensor:
         if self.backend == "triton":
-            s = self.structure
-            return self._triton_kernels().lattice_slice(y, s.vertex_index, s.barycentric)
+            tk = self._triton_kernels()
+            compact = tk.triton_lattice(self.structure)
+            return tk.lattice_slice(y, compact.vertex_index, compact.barycentric)
         return self._ops(y.dtype)[0] @ y.contiguous()
 
     def _blur(self, y: torch.Tensor, reverse: bool) -> torch.Tensor:
         if self.backend == "triton":
-            return self._triton_kernels().lattice_blur(y, self.structure.blur_matrices, reverse)
+            tk = self._triton_kernels()
+            return tk.lattice_blur(y, tk.triton_lattice(self.structure), reverse)
         blurs = self._ops(y.dtype)[2]
         for b in reversed(blurs) if reverse else blurs:
             y = b @ y
