@@ -52,6 +52,7 @@ test: lint $(VENV)/.stamp-browser
 
 bench: $(VENV)/.stamp-dev
 	$(PY) benchmarks/lattice.py
+	$(PY) benchmarks/crf.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts

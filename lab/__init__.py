@@ -1,8 +1,18 @@
 """CRF-RNN Lab: dense-CRF / CRF-RNN inference you can read, train and watch.
 
-Layers (imports point one way): ``lab.lattice`` → ``lab.crf`` → interfaces.
+Layers (imports point one way): ``lab.lattice`` → ``lab.crf`` → data, models, unaries, training →
+``lab.viz`` → interfaces (CLI, app, notebooks). See ARCHITECTURE.md.
 """
 
+from lab.crf import (
+    CRFRNN,
+    CRFKernels,
+    CRFParams,
+    MeanFieldTrace,
+    mean_field,
+    unary_from_labels,
+    unary_from_softmax,
+)
 from lab.lattice import (
     PermutohedralLattice,
     bilateral_features,
@@ -12,10 +22,17 @@ from lab.lattice import (
 )
 
 __all__ = [
+    "CRFRNN",
+    "CRFKernels",
+    "CRFParams",
+    "MeanFieldTrace",
     "PermutohedralLattice",
     "bilateral_features",
     "exact_gaussian_filter",
     "gaussian_filter",
+    "mean_field",
     "spatial_features",
+    "unary_from_labels",
+    "unary_from_softmax",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,159 @@
+"""The CRF-RNN layer: mean field with learnable kernel weights and compatibility, on top of any CNN."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from lab._checks import check_choice, check_positive
+from lab.crf.mean_field import MeanFieldTrace, mean_field
+from lab.crf.params import MESSAGE_PASSING, CRFParams
+
+__all__ = ["CRFRNN"]
+
+
+class CRFRNN(nn.Module):
+    """CRF as RNN (Zheng et al. 2015): T mean-field iterations as a differentiable layer.
+
+    Learnable (``nn.Parameter`` when ``learnable``, else buffers): the kernel weights w(bilateral), w(spatial)
+    (scalars, or one per class with ``per_class_weights``: the paper's diagonal weights) and the (L, L)
+    compatibility µ, initialised from ``params`` (Potts: [l ≠ l']) and free to become asymmetric. The
+    bandwidths θα, θβ, θγ stay fixed as in the paper; set them with :meth:`set_bandwidths` (they are saved
+    in the state dict).
+
+    Args:
+        num_classes: L ≥ 2.
+        iterations: T used by :meth:`forward` (can be changed, or overridden per call, e.g. more at test time).
+        params: initial weights, compatibility, bandwidths and normalisation (default :class:`CRFParams`()).
+        per_class_weights: one weight per class and kernel instead of one per kernel.
+        learnable: weights and µ as parameters (True) or fixed buffers (False).
+        checkpoint: recompute each iteration in the backward pass (less memory for large images).
+        message_passing: "lattice", "exact" or "window".
+        backend: "auto", "torch" or "triton".
+
+    Example:
+        >>> crf = CRFRNN(3, iterations=2)
+        >>> logits = crf(torch.randn(2, 3, 8, 8), torch.rand(2, 3, 8, 8) * 255)
+        >>> logits.shape, sorted(n for n, _ in crf.named_parameters())
+        (torch.Size([2, 3, 8, 8]), ['compat', 'w_bilateral', 'w_spatial'])
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        iterations: int = 5,
+        params: CRFParams | None = None,
+        per_class_weights: bool = False,
+        learnable: bool = True,
+        *,
+        checkpoint: bool = False,
+        message_passing: str = "lattice",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes!r}")
+        check_choice(message_passing, "message_passing", MESSAGE_PASSING)
+        params = params or CRFParams()
+        self.num_classes = int(num_classes)
+        self.iterations = int(iterations)
+        self.checkpoint = checkpoint
+        self.message_passing = message_passing
+        self.backend = backend
+        self._params = params
+        weights = params.weights(self.num_classes)  # (2, L)
+        tensors = {
+            "w_bilateral": weights[0].clone() if per_class_weights else weights[0, 0].clone(),
+            "w_spatial": weights[1].clone() if per_class_weights else weights[1, 0].clone(),
+            "compat": params.compat_matrix(self.num_classes).detach().to(torch.float32).clone(),
+        }
+        for name, value in tensors.items():
+            if learnable:
+                self.register_parameter(name, nn.Parameter(value))
+            else:
+                self.register_buffer(name, value)
+
+    @property
+    def params(self) -> CRFParams:
+        """The current parameters as a :class:`CRFParams` (tensor fields share the module's tensors)."""
+        return dataclasses.replace(
+            self._params, w_bilateral=self.w_bilateral, w_spatial=self.w_spatial, compat=self.compat
+        )
+
+    def set_bandwidths(
+        self, theta_alpha: float | None = None, theta_beta: float | None = None, theta_gamma: float | None = None
+    ) -> None:
+        """Change the fixed bandwidths θα, θβ (0..255 units), θγ (pixels); None keeps the current value."""
+        changes = {}
+        for name, value in (("theta_alpha", theta_alpha), ("theta_beta", theta_beta), ("theta_gamma", theta_gamma)):
+            if value is not None:
+                check_positive(value, name)
+                changes[name] = float(value)
+        self._params = dataclasses.replace(self._params, **changes)
+
+    def trace(
+        self, unary: torch.Tensor, image: torch.Tensor, iterations: int | None = None, keep: str | None = "q"
+    ) -> MeanFieldTrace:
+        """Run mean field and return the whole :class:`~lab.crf.mean_field.MeanFieldTrace`.
+
+        Args:
+            unary: (B, L, H, W) U (CNN logits or log-probabilities).
+            image: (B, 3, H, W) in 0..255.
+            iterations: T for this call (default :attr:`iterations`).
+            keep: None, "q" or "steps" (see :func:`lab.mean_field`).
+
+        Returns:
+            The trace.
+        """
+        t = self.iterations if iterations is None else iterations
+        return mean_field(
+            unary,
+            image,
+            self.params,
+            iterations=t,
+            keep=keep,
+            message_passing=self.message_passing,
+            backend=self.backend,
+            checkpoint=self.checkpoint,
+        )
+
+    def forward(self, unary: torch.Tensor, image: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
+        """The CRF's final scores U − Q̂ (for a cross-entropy loss; softmax gives Q).
+
+        Args:
+            unary: (B, L, H, W) U (CNN logits or log-probabilities), L = ``num_classes``.
+            image: (B, 3, H, W) in 0..255, uint8 or float.
+            iterations: T for this call (default :attr:`iterations`).
+
+        Returns:
+            (B, L, H, W) logits.
+        """
+        if unary.dim() == 4 and unary.shape[1] != self.num_classes:
+            raise ValueError(f"unary: expected {self.num_classes} classes, got {unary.shape[1]}")
+        return self.trace(unary, image, iterations, keep=None).logits
+
+    def get_extra_state(self) -> dict:
+        """Bandwidths, normalisation and window size, saved with the state dict."""
+        p = self._params
+        return {
+            "theta_alpha": p.theta_alpha,
+            "theta_beta": p.theta_beta,
+            "theta_gamma": p.theta_gamma,
+            "normalize": p.normalize,
+            "window_size": p.window_size,
+        }
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        self._params = dataclasses.replace(self._params, **state)
+
+    def extra_repr(self) -> str:
+        """One line for ``print(module)``."""
+        p = self._params
+        return (
+            f"num_classes={self.num_classes}, iterations={self.iterations}, theta_alpha={p.theta_alpha}, "
+            f"theta_beta={p.theta_beta}, theta_gamma={p.theta_gamma}, normalize={p.normalize!r}, "
+            f"message_passing={self.message_passing!r}"
+        )
