@@ -114,29 +114,25 @@ def _simplex(elevated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     """
     m, dp1 = elevated.shape
     d = dp1 - 1
-    v = elevated / dp1
-    up = torch.ceil(v) * dp1
-    down = torch.floor(v) * dp1
-    rem0f = torch.where(up - elevated < elevated - down, up, down)
-    s = torch.round(rem0f.sum(1) / dp1).long()  # Σ rem0 / (d+1), an integer
+    # Nearest multiple of d+1: the one below, or the one above when E is more than half-way there
+    # (the same as comparing up − E with E − down).
+    down = torch.floor(elevated / dp1) * dp1
+    rem0f = down + dp1 * (elevated - down > dp1 / 2).to(elevated.dtype)
+    s = torch.round(rem0f.sum(1) / dp1).to(torch.int64)  # Σ rem0 / (d+1), an integer
     delta = elevated - rem0f
-    # rank_i = #coordinates with a larger Δ, ties broken by index (a stable sort of −Δ): counted with d+1
-    # vectorised comparisons, much faster than two argsorts over tiny rows.
-    rank = torch.zeros(m, dp1, dtype=torch.int64, device=elevated.device)
-    later = torch.arange(dp1, device=elevated.device)
-    for j in range(dp1):
-        other = delta[:, j : j + 1]
-        rank += (other > delta) | ((other == delta) & (later > j))
-    rank = rank + s[:, None]
-    rem0 = torch.round(rem0f).long()
-    low = rank < 0
-    high = rank > d
-    rank = torch.where(low, rank + dp1, torch.where(high, rank - dp1, rank))
-    rem0 = torch.where(low, rem0 + dp1, torch.where(high, rem0 - dp1, rem0))
-    # Barycentric weights: b[d − rank_i] += δ_i, b[d + 1 − rank_i] −= δ_i, then b[0] += 1 + b[d+1].
+    # rank_i = #coordinates with a larger Δ, ties broken by index (a stable sort of −Δ): all (i, j) pairs
+    # compared at once, (M, d+1, d+1) bytes, much faster than two argsorts over tiny rows.
+    di, dj = delta[:, :, None], delta[:, None, :]
+    earlier = torch.ones(dp1, dp1, dtype=torch.bool, device=elevated.device).tril(-1)  # [i, j]: j < i
+    rank = ((dj > di) | ((dj == di) & earlier)).sum(2) + s[:, None]
+    wrap = (rank < 0).to(torch.int64) - (rank > d).to(torch.int64)  # +1: wrap up, −1: wrap down
+    rank = rank + dp1 * wrap
+    rem0 = rem0f.to(torch.int64) + dp1 * wrap
+    # Barycentric weights: b[d − rank_i] += δ_i, b[d + 1 − rank_i] −= δ_i, then b[0] += 1 + b[d+1]
+    # (rank is a permutation of 0..d in every row, so each scatter writes distinct slots).
     delta = (elevated - rem0.to(elevated.dtype)) / dp1
     b = torch.zeros(m, d + 2, dtype=elevated.dtype, device=elevated.device)
-    b.scatter_add_(1, d - rank, delta)
+    b.scatter_(1, d - rank, delta)
     b.scatter_add_(1, d + 1 - rank, -delta)
     b[:, 0] += 1 + b[:, d + 1]
     return rem0, rank, b[:, :dp1].contiguous()
@@ -167,6 +163,26 @@ class _Codec:
             acc *= r
         self.batch_stride = acc if not self.hashed else 0
         self.strides = torch.tensor(strides, dtype=torch.int64, device=rem0.device)
+
+    def encode_corners(self, rem0: torch.Tensor, rank: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """(M, d+1) codes of the d+1 simplex corners of every point.
+
+        Packed: corner k's key is rem0 + k − (d+1)·[rank_i > d − k] per coordinate, so its code is
+        code(rem0) + k·Σ strides − (d+1)·Σ_{i: rank_i ≥ d+1−k} stride_i, a suffix sum over ranks:
+        a few (M, d+1) operations instead of d+1 encodings of (M, d) keys.
+        """
+        dp1 = rem0.shape[1]
+        d = dp1 - 1
+        if self.hashed:
+            return torch.stack([self.encode(_corner(rem0, rank, k), batch) for k in range(dp1)], 1)
+        base = self.encode(rem0[:, :d], batch)  # (M,)
+        by_rank = torch.zeros(rem0.shape[0], dp1, dtype=torch.int64, device=rem0.device)
+        by_rank.scatter_(1, rank[:, :d], self.strides.expand(rem0.shape[0], d))  # stride of the coord of rank r
+        above = by_rank.flip(1).cumsum(1)  # above[:, t] = Σ_{r ≥ d − t} by_rank[:, r]
+        k = torch.arange(dp1, device=rem0.device)
+        shift = torch.zeros_like(by_rank)
+        shift[:, 1:] = above[:, :d]  # corner k: Σ_{r ≥ d + 1 − k}
+        return base[:, None] + k * int(self.strides.sum()) - dp1 * shift
 
     def encode(self, key: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """(M, d) int64 keys and (M,) batch indices → (M,) int64 codes."""
@@ -276,7 +292,7 @@ def build_lattice(features: torch.Tensor, batch_size: int = 1, *, force_hash: bo
     codec = _Codec(rem0, batch_size, force_hash)
 
     # Codes of all M·(d+1) corners, point-major: entry m·(d+1) + k is corner k of point m.
-    codes = torch.stack([codec.encode(_corner(rem0, rank, k), batch) for k in range(dp1)], 1).reshape(-1)
+    codes = codec.encode_corners(rem0, rank, batch).reshape(-1)
     # One stable sort gives the unique vertices, each entry's vertex, and the entries grouped by vertex
     # (points in order within a vertex): the splat matrix's layout.
     sorted_codes, by_vertex = torch.sort(codes, stable=True)
@@ -304,9 +320,12 @@ def build_lattice(features: torch.Tensor, batch_size: int = 1, *, force_hash: bo
                 raise RuntimeError("permutohedral lattice: 64-bit hash collision between vertex keys")
 
     vertex_index = inverse.view(m, dp1)
-    # Slice: row m = point m, columns its d+1 vertices (sorted within the row), values the weights.
-    cols, order = torch.sort(vertex_index, dim=1)
-    vals = weights.gather(1, order)
+    # Slice: row m = point m, columns its d+1 vertices, values the weights. The CPU kernels take columns in
+    # any order; cuSPARSE gets them sorted within each row.
+    cols, vals = vertex_index, weights
+    if device.type == "cuda":
+        cols, order = torch.sort(vertex_index, dim=1)
+        vals = weights.gather(1, order)
     slice_crow = torch.arange(0, m * dp1 + 1, dp1, device=device)
     slice_matrix = csr(slice_crow, cols.reshape(-1), vals.reshape(-1), (m, num_vertices))
     # Splat = sliceᵀ: entries grouped by vertex (a stable sort keeps points in order within a vertex).
