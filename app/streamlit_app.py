@@ -194,10 +194,8 @@ if compat_choice != "Potts":
 
 # ------------------------------------------------------------------------------------------ inference
 st.title("Mean field, iteration by iteration")
-st.caption(
-    f"{image_label}: {original.shape[1]}×{original.shape[0]} px, working at {w}×{h} · L = {num_labels} labels · "
-    + " · ".join(notes)
-)
+size_note = f"{image_label}: {original.shape[1]}×{original.shape[0]} px, working at {w}×{h}"
+st.caption(" · ".join([size_note, f"L = {num_labels} labels", *notes]))
 if message_passing == "exact" and h * w > EXACT_MAX_PIXELS:
     st.warning(
         f"Exact message passing is O(N²): limited to {EXACT_MAX_PIXELS} pixels; using the lattice. "
@@ -267,7 +265,8 @@ c4.image(
     width="stretch",
 )
 
-st.pyplot(kl_figure(result.trace.kl[0], current=t), width="content")
+kl_col, _ = st.columns(2)
+kl_col.pyplot(kl_figure(result.trace.kl[0], current=t), width="stretch")
 
 if show_steps and iterations > 0:
     st.subheader(f"Algorithm 1, iteration {max(t, 1)}, class {view_class}")

@@ -100,6 +100,10 @@ def test_browser_upload_and_knob(server, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 2600})
         page.goto(server)
         page.get_by_text("Pixels changed vs unary").wait_for(timeout=180_000)
+        # 2 overlays + 4 per-iteration maps + the KL curve
+        page.wait_for_function("document.querySelectorAll('img').length >= 7", timeout=120_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(ARTIFACTS / "app_default.png"))  # docs/app.png is a copy of this
         # upload our image
         page.get_by_text("Upload", exact=True).click()
         page.locator('input[type="file"]').first.set_input_files(str(path))
