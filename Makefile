@@ -33,6 +33,14 @@ $(VENV)/.stamp-browser: | $(PY)
 	    && touch $@ || echo "chromium could not be installed: the browser test will skip"; \
 	else echo "not root or no apt-get: chromium not installed, the browser test will skip"; fi
 
+$(VENV)/.stamp-notebooks: pyproject.toml $(VENV)/.torch
+	$(PIP) -e ".[notebooks]"
+	touch $@
+
+# JupyterLab on the course; --allow-root because these machines run as root
+lab: $(VENV)/.stamp-notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir notebooks --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
 app: $(VENV)/.stamp-app
 	$(VENV)/bin/streamlit run app/streamlit_app.py --server.headless true --browser.gatherUsageStats false
 

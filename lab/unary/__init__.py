@@ -5,6 +5,13 @@ from lab.unary.sources import (
     load_compat,
     load_probability_map,
     unary_from_annotation,
+    unary_from_coarse_labels,
 )
 
-__all__ = ["coarse_colour_clusters", "load_compat", "load_probability_map", "unary_from_annotation"]
+__all__ = [
+    "coarse_colour_clusters",
+    "load_compat",
+    "load_probability_map",
+    "unary_from_annotation",
+    "unary_from_coarse_labels",
+]

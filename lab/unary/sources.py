@@ -16,9 +16,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lab.crf.unary import unary_from_labels
+from lab.crf.unary import unary_from_labels, unary_from_softmax
 
-__all__ = ["coarse_colour_clusters", "load_compat", "load_probability_map", "unary_from_annotation"]
+__all__ = [
+    "coarse_colour_clusters",
+    "load_compat",
+    "load_probability_map",
+    "unary_from_annotation",
+    "unary_from_coarse_labels",
+]
 
 _NPZ_KEYS = ("prob", "probs", "probabilities", "q", "unary", "logits", "scores")
 
@@ -92,6 +98,39 @@ def coarse_colour_clusters(
     labels = F.interpolate(tile_labels, scale_factor=block, mode="nearest")[0, 0, :h, :w].long()
     unary = unary_from_labels(labels[None], n_labels, gt_prob=confidence, zero_unsure=False)
     return unary, labels.numpy()
+
+
+def unary_from_coarse_labels(
+    labels: torch.Tensor, n_labels: int, stride: int = 8, confidence: float = 0.8
+) -> torch.Tensor:
+    """A stand-in for a stride-``stride`` CNN: the true labels seen at 1/stride resolution, upsampled.
+
+    One-hot labels are averaged over stride × stride tiles (what an output-stride-8 network can resolve at
+    best), upsampled bilinearly (blurry, boundary-poor), and mixed with the uniform distribution so the
+    most confident label has at most ``confidence``: a unary with exactly the failure the CRF fixes.
+
+    Args:
+        labels: (B, H, W) int64 class ids in 0..L−1.
+        n_labels: L.
+        stride: tile size, ≥ 1.
+        confidence: weight of the tiled labels against the uniform distribution, in (0, 1].
+
+    Returns:
+        (B, L, H, W) U = log p.
+
+    Example:
+        >>> u = unary_from_coarse_labels(torch.zeros(1, 16, 16, dtype=torch.long), 2, stride=8, confidence=0.8)
+        >>> u.exp()[0, :, 0, 0]
+        tensor([0.9000, 0.1000])
+    """
+    if labels.dim() != 3 or labels.is_floating_point():
+        raise ValueError(f"labels: expected a (B, H, W) integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"stride: expected an integer >= 1, got {stride!r}")
+    onehot = F.one_hot(labels.long(), n_labels).permute(0, 3, 1, 2).float()
+    tiles = F.avg_pool2d(onehot, stride, ceil_mode=True)
+    prob = F.interpolate(tiles, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    return unary_from_softmax(prob, scale=confidence)
 
 
 def unary_from_annotation(

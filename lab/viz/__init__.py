@@ -1,5 +1,6 @@
 """Figures and the class palette shared by the notebooks and the app: arrays in, arrays or figures out."""
 
+from lab.viz.lattice_plot import draw_lattice_2d, lattice_geometry, lattice_mesh_2d
 from lab.viz.maps import changed_mask, class_heatmap, entropy_map, kl_figure, label_map, overlay
 from lab.viz.palette import PALETTE, colorize, palette
 
@@ -8,9 +9,12 @@ __all__ = [
     "changed_mask",
     "class_heatmap",
     "colorize",
+    "draw_lattice_2d",
     "entropy_map",
     "kl_figure",
     "label_map",
+    "lattice_geometry",
+    "lattice_mesh_2d",
     "overlay",
     "palette",
 ]

@@ -107,3 +107,19 @@ def test_compat_shape_is_checked():
 def test_errors_name_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_coarse_labels_unary_is_the_tile_average():
+    from lab.unary import unary_from_coarse_labels
+
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    labels[0, :, 6:] = 1  # a vertical edge inside the first 8-wide tile column
+    p = unary_from_coarse_labels(labels, 2, stride=8, confidence=1.0).exp()[0]
+    # at the image edges the probabilities are the tile's label fractions: 6/8 of tile 0 is class 0
+    assert float(p[0, 0, 0]) == pytest.approx(0.75, abs=1e-5)
+    assert float(p[1, 0, 15]) == pytest.approx(1.0, abs=1e-4)
+    # bilinear (align_corners=False) between the tile centres: x = 5 sits at 3/16 of the way to tile 1
+    assert float(p[0, 0, 5]) == pytest.approx(0.75 * (1 - 3 / 16), abs=1e-5)
+    torch.testing.assert_close(p.sum(0), torch.ones(16, 16))
+    with pytest.raises(ValueError, match="labels"):
+        unary_from_coarse_labels(torch.zeros(16, 16), 2)
