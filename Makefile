@@ -16,13 +16,19 @@ $(VENV)/.torch: | $(PY)
 	$(PIP) "$(TORCH_SPEC)"
 	touch $@
 
+# MediaPipe's selfie segmenter is optional: without it the app shows that unary source as unavailable.
+MEDIAPIPE = ($(PIP) -e ".[mediapipe]" && $(PY) scripts/fetch_selfie_model.py) \
+	|| echo "MediaPipe selfie segmenter unavailable: the app and its tests report it and go on"
+
 $(VENV)/.stamp-app: pyproject.toml $(VENV)/.torch
 	$(PIP) -e ".[app]"
+	$(MEDIAPIPE)
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.torch
 	$(PIP) -e ".[dev]"
 	$(PIP) -e ".[peers]" || echo "pydensecrf2 could not be built: the pydensecrf parity tests will skip"
+	$(MEDIAPIPE)
 	touch $@
 
 # Debian's chromium for the browser test (as root, with apt-get); without it that test skips, saying why.

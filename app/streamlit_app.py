@@ -14,6 +14,7 @@ from lab.crf import CRFParams
 from lab.data import load_image, sample_images
 from lab.explore import build_kernels, fit_image, label_png, params_to_json, q_npy, run_crf, to_tensor
 from lab.unary import coarse_colour_clusters, load_compat, load_probability_map, unary_from_annotation
+from lab.unary.mediapipe_source import SelfieSegmenter, SourceUnavailable, selfie_status
 from lab.viz import changed_mask, class_heatmap, colorize, entropy_map, kl_figure, overlay
 from lab.viz.palette import PALETTE
 
@@ -33,6 +34,24 @@ def kernels_for(image: np.ndarray, theta_alpha, theta_beta, theta_gamma, normali
     """The image's kernels, built once per (image, θ, normalisation, message passing, backend)."""
     params = CRFParams(theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma, normalize=normalize)
     return build_kernels(to_tensor(image), params, message_passing=message_passing, backend=backend)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def selfie_available() -> tuple[bool, str]:
+    """Whether MediaPipe and its model file are here, and why not."""
+    return selfie_status()
+
+
+@st.cache_resource(max_entries=1, show_spinner="Loading the selfie segmenter…")
+def selfie_model() -> SelfieSegmenter:
+    """The MediaPipe segmenter, loaded once per server."""
+    return SelfieSegmenter()
+
+
+@st.cache_data(max_entries=8, show_spinner="Running the selfie segmenter…")
+def selfie_unary(image: np.ndarray):
+    """U (1, 2, H, W): background, person."""
+    return selfie_model().unary(image)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -83,7 +102,12 @@ h, w = image.shape[:2]
 sb.header("Unary")
 unary_source = sb.radio(
     "Unary source",
-    ["Colour clusters (built-in)", "Annotation image", "Probability map (.npy/.npz)"],
+    [
+        "Colour clusters (built-in)",
+        "Person vs background (MediaPipe)",
+        "Annotation image",
+        "Probability map (.npy/.npz)",
+    ],
     key="unary_source",
     help="Where U = log p comes from. Colour clusters need no model: k-means on tiles, upsampled blocky.",
 )
@@ -94,6 +118,16 @@ if unary_source == "Colour clusters (built-in)":
     confidence = sb.slider("Confidence of the tile's label", 0.3, 0.95, 0.6, step=0.05, key="cluster_confidence")
     confidence = max(confidence, 1.0 / n_clusters + 0.01)
     unary, _ = clusters_for(image, n_clusters, block, confidence)
+elif unary_source == "Person vs background (MediaPipe)":
+    ok, reason = selfie_available()
+    if ok:
+        try:
+            unary = selfie_unary(image)
+            notes = ["MediaPipe selfie segmenter: class 1 = person"]
+        except SourceUnavailable as exc:
+            error_box("MediaPipe selfie segmenter", exc)
+    else:
+        st.warning(f"The MediaPipe selfie segmenter is unavailable here: {reason}", icon="ℹ️")
 elif unary_source == "Annotation image":
     ann = sb.file_uploader(
         "Annotation (colours = labels, black = unknown)", type=["png", "bmp", "tif", "tiff"], key="annotation_upload"

@@ -125,3 +125,18 @@ def test_exact_message_passing_on_a_small_image(app):
     app.sidebar.selectbox(key="message_passing").set_value("exact").run()
     assert not app.exception and len(app.warning) == 0
     assert int(metrics(app)["Pixels changed vs unary"]) > 0
+
+
+def test_mediapipe_unary_or_a_clear_reason(app):
+    from lab.unary.mediapipe_source import selfie_status
+
+    small(app, 128)
+    app.sidebar.selectbox(key="photo").set_value("grace_hopper").run()
+    app.sidebar.radio(key="unary_source").set_value("Person vs background (MediaPipe)").run()
+    assert not app.exception
+    ok, reason = selfie_status()
+    if ok:
+        assert "L = 2 labels" in app.caption[0].value and "MediaPipe" in app.caption[0].value
+        assert len(app.error) == 0
+    else:
+        assert any("unavailable" in w.value for w in app.warning), reason
