@@ -70,11 +70,14 @@ def _ensure_kernel() -> None:
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path, record_property):
+def test_notebook_runs(path, record_property, monkeypatch):
     nbclient = pytest.importorskip("nbclient", reason="the notebooks extra is not installed (nbclient)")
     pytest.importorskip("ipykernel", reason="the notebooks extra is not installed (ipykernel)")
     pytest.importorskip("ipywidgets", reason="the notebooks extra is not installed (ipywidgets)")
     _ensure_kernel()
+    # importing streamlit (the app tests) sets MPLBACKEND=Agg in this process; the kernel inherits the
+    # environment and would then draw no inline figures
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = nbformat.read(path, as_version=4)
     if path.name == "04_playground.ipynb":
         nb.cells.append(nbformat.v4.new_code_cell(DRIVE_PLAYGROUND))
