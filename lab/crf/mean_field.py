@@ -40,6 +40,7 @@ __all__ = [
     "add_unary",
     "compatibility_transform",
     "initialization",
+    "kernel_features",
     "kl_divergence",
     "mean_field",
     "message_passing",
@@ -58,9 +59,63 @@ _SPATIAL_CACHE_SIZE = 4
 def _spatial_lattice(
     batch: int, height: int, width: int, theta_gamma: float, dtype: torch.dtype, device: torch.device, backend: str
 ) -> PermutohedralLattice:
-    """The spatial kernel's lattice depends only on the image size and θγ: built once, reused (LRU)."""
+    """The spatial kernel's lattice depends only on the image size and θγ: built once, reused (LRU).
+
+    Only for a fixed θγ: a θγ that requires grad gets a fresh lattice holding its graph (see :class:`CRFKernels`).
+    """
     features = spatial_features(batch, height, width, theta_gamma, device=device, dtype=dtype)
     return PermutohedralLattice(features, backend=backend)
+
+
+def _as_bandwidth(theta: float | torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A bandwidth as a 0-d tensor of ``dtype`` on ``device`` (a tensor keeps its graph)."""
+    if isinstance(theta, torch.Tensor):
+        return theta.to(dtype=dtype, device=device)
+    return torch.tensor(float(theta), dtype=dtype, device=device)
+
+
+def kernel_features(
+    image: torch.Tensor, params: CRFParams, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bilateral and spatial features of an image, differentiable in tensor-valued bandwidths.
+
+    Number bandwidths give exactly :func:`~lab.lattice.features.bilateral_features` and
+    :func:`~lab.lattice.features.spatial_features`; 0-d tensor bandwidths divide the unit features
+    (pixels, 0..255) by them, so a θ that requires grad carries its graph into the features.
+
+    Args:
+        image: (B, 3, H, W) in 0..255 (not differentiated).
+        params: the bandwidths θα, θβ, θγ (numbers or 0-d tensors).
+        dtype: float dtype of the features.
+
+    Returns:
+        (B, 5, H, W) bilateral features (x/θα, y/θα, r/θβ, g/θβ, b/θβ) and (B, 2, H, W) spatial ones (x/θγ, y/θγ).
+
+    Example:
+        >>> log_theta = torch.zeros((), requires_grad=True)  # θα = 1
+        >>> bil, spa = kernel_features(torch.zeros(1, 3, 4, 4), CRFParams(theta_alpha=log_theta.exp()))
+        >>> bil.shape, bil.requires_grad, spa.requires_grad
+        (torch.Size([1, 5, 4, 4]), True, False)
+    """
+    return _bilateral(image, params, dtype), _spatial(image, params, dtype)
+
+
+def _bilateral(image: torch.Tensor, params: CRFParams, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 5, H, W) bilateral features, differentiable in tensor θα, θβ."""
+    ta, tb = params.theta_alpha, params.theta_beta
+    if not isinstance(ta, torch.Tensor) and not isinstance(tb, torch.Tensor):
+        return bilateral_features(image, ta, tb, dtype=dtype)
+    ta, tb = _as_bandwidth(ta, dtype, image.device), _as_bandwidth(tb, dtype, image.device)
+    unit = bilateral_features(image, 1.0, 1.0, dtype=dtype)  # (B, 5, H, W): x, y in pixels, rgb in 0..255
+    return unit / torch.stack([ta, ta, tb, tb, tb]).view(1, 5, 1, 1)
+
+
+def _spatial(image: torch.Tensor, params: CRFParams, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 2, H, W) spatial features, differentiable in a tensor θγ."""
+    tg = params.theta_gamma
+    if not isinstance(tg, torch.Tensor):
+        return spatial_features(image, theta_gamma=tg, dtype=dtype)
+    return spatial_features(image, theta_gamma=1.0, dtype=dtype) / _as_bandwidth(tg, dtype, image.device)
 
 
 def _window_filter(x: torch.Tensor, features: torch.Tensor, radius: int) -> torch.Tensor:
@@ -97,9 +152,15 @@ class CRFKernels:
     Kernel 0 is the bilateral (appearance) kernel over (x/θα, y/θα, rgb/θβ), kernel 1 the spatial
     (smoothness) kernel over (x/θγ, y/θγ); x = column, pixels; rgb in 0..255.
 
+    The kernels (lattices, or features for "exact" and "window") are built once, here, and serve all T
+    iterations and the backward pass. Bandwidths given as tensors that require grad (learnable θ) make the
+    features differentiable: the filters then also return gradients with respect to θ (for the lattice, the
+    analytic Gaussian gradient evaluated with the lattice filter, ``docs/feature_gradients.md``), and the
+    spatial lattice is built fresh instead of taken from the θγ-keyed cache.
+
     Args:
         image: (B, 3, H, W) images in 0..255, uint8 or float (not differentiated).
-        params: bandwidths, normalisation and window size.
+        params: bandwidths (numbers, or 0-d tensors), normalisation and window size.
         message_passing: "lattice" (permutohedral lattice, O(N)), "exact" (the O(N²) oracle) or "window"
             (the exact Gaussian truncated to a k × k window, as ConvCRF).
         backend: "auto", "torch" or "triton" (the lattice's backend).
@@ -130,21 +191,33 @@ class CRFKernels:
         self.dtype = dtype
         self.backend = resolve_backend(backend, image.device)
         image = image.detach()
-        bil = bilateral_features(image, params.theta_alpha, params.theta_beta, dtype=dtype)
+        bil = _bilateral(image, params, dtype)  # (B, 5, H, W)
         self.lattices: tuple[PermutohedralLattice, ...] = ()
         self._fused: dict[tuple, MultiLatticeFilter] = {}
         if message_passing == "lattice":
-            spatial = _spatial_lattice(b, h, w, float(params.theta_gamma), dtype, image.device, self.backend)
+            tg = params.theta_gamma
+            if isinstance(tg, torch.Tensor) and tg.requires_grad and torch.is_grad_enabled():
+                # learnable θγ: the lattice must hold this call's graph to θγ, so it is built fresh, never cached
+                spatial = PermutohedralLattice(_spatial(image, params, dtype), backend=self.backend)
+            else:
+                tg = params.bandwidth_values()["theta_gamma"]
+                spatial = _spatial_lattice(b, h, w, tg, dtype, image.device, self.backend)
             self.lattices = (PermutohedralLattice(bil, backend=self.backend), spatial)
         else:
-            spa = spatial_features(image, theta_gamma=params.theta_gamma, dtype=dtype)
-            self.features = (bil, spa)  # (B, d, H, W) each
+            self.features = (bil, _spatial(image, params, dtype))  # (B, d, H, W) each
             if message_passing == "window":
                 r = params.window_size // 2
                 self._window_norms = tuple(
                     _window_filter(torch.ones(b, h, w, 1, dtype=dtype, device=image.device), f.permute(0, 2, 3, 1), r)
                     for f in self.features
                 )
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether the kernels carry a gradient path to the bandwidths (features that require grad)."""
+        if self.message_passing == "lattice":
+            return any(lat.features_require_grad for lat in self.lattices)
+        return any(f.requires_grad for f in self.features)
 
     def to_points(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) → (M, C), rows ordered (b, y, x)."""
@@ -469,8 +542,9 @@ def mean_field(
 ) -> MeanFieldTrace:
     """Mean-field inference in the dense CRF (CRF-RNN's Algorithm 1), batched, differentiable.
 
-    Differentiable with respect to ``unary`` and to tensor-valued ``params.w_bilateral``, ``params.w_spatial``
-    and ``params.compat`` (not with respect to the image or the bandwidths). Without gradients and without
+    Differentiable with respect to ``unary``, to tensor-valued ``params.w_bilateral``, ``params.w_spatial``
+    and ``params.compat``, and to tensor-valued bandwidths ``params.theta_*`` (through the features; not with
+    respect to the image). The kernels are built once per call from the current θ. Without gradients and without
     ``keep="steps"``, the lattice path runs fused: both kernels' splat, blur and slice as one block-sparse
     product each (:class:`~lab.lattice.multi.MultiLatticeFilter`), or, for backend "triton" and float32,
     the fused Triton iteration of ``lab.lattice.triton_fused`` (skipped, with the PyTorch fusion used instead,
@@ -523,7 +597,10 @@ def mean_field(
     history = [q] if keep is not None else None
     steps: list[MeanFieldStep] | None = [] if keep == "steps" else None
     needs_grad = torch.is_grad_enabled() and (
-        unary.requires_grad or weights.requires_grad or (isinstance(compat, torch.Tensor) and compat.requires_grad)
+        unary.requires_grad
+        or weights.requires_grad
+        or (isinstance(compat, torch.Tensor) and compat.requires_grad)
+        or kernels.requires_grad
     )
 
     if iterations > 0 and keep != "steps" and not needs_grad and kernels.message_passing == "lattice":

@@ -1,15 +1,16 @@
-"""The CRF-RNN layer: mean field with learnable kernel weights and compatibility, on top of any CNN."""
+"""The CRF-RNN layer: mean field with learnable kernel weights, compatibility and (optionally) bandwidths."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
 
 from lab._checks import check_choice, check_positive
 from lab.crf.mean_field import MeanFieldTrace, mean_field
-from lab.crf.params import MESSAGE_PASSING, CRFParams
+from lab.crf.params import BANDWIDTHS, MESSAGE_PASSING, CRFParams
 
 __all__ = ["CRFRNN"]
 
@@ -20,8 +21,12 @@ class CRFRNN(nn.Module):
     Learnable (``nn.Parameter`` when ``learnable``, else buffers): the kernel weights w(bilateral), w(spatial)
     (scalars, or one per class with ``per_class_weights``: the paper's diagonal weights) and the (L, L)
     compatibility µ, initialised from ``params`` (Potts: [l ≠ l']) and free to become asymmetric. The
-    bandwidths θα, θβ, θγ stay fixed as in the paper; set them with :meth:`set_bandwidths` (they are saved
-    in the state dict).
+    bandwidths θα, θβ, θγ stay fixed as in the paper (set them with :meth:`set_bandwidths`; they are saved
+    in the state dict), unless ``learnable_bandwidths``: then they are parameters ``log_theta_alpha``,
+    ``log_theta_beta``, ``log_theta_gamma`` (log θ, so θ = exp(·) stays positive), the features are
+    computed from them differentiably and the lattices are rebuilt from the current θ once per forward
+    (shared by all T iterations). Their gradient is the analytic Gaussian gradient evaluated with the
+    lattice filter (``docs/feature_gradients.md``); read the current values with :attr:`bandwidths`.
 
     Args:
         num_classes: L ≥ 2.
@@ -29,6 +34,7 @@ class CRFRNN(nn.Module):
         params: initial weights, compatibility, bandwidths and normalisation (default :class:`CRFParams`()).
         per_class_weights: one weight per class and kernel instead of one per kernel.
         learnable: weights and µ as parameters (True) or fixed buffers (False).
+        learnable_bandwidths: θα, θβ, θγ as parameters (through log θ) instead of fixed values.
         checkpoint: recompute each iteration in the backward pass (less memory for large images).
         message_passing: "lattice", "exact" or "window".
         backend: "auto", "torch" or "triton".
@@ -38,6 +44,9 @@ class CRFRNN(nn.Module):
         >>> logits = crf(torch.randn(2, 3, 8, 8), torch.rand(2, 3, 8, 8) * 255)
         >>> logits.shape, sorted(n for n, _ in crf.named_parameters())
         (torch.Size([2, 3, 8, 8]), ['compat', 'w_bilateral', 'w_spatial'])
+        >>> crf = CRFRNN(3, learnable_bandwidths=True, params=CRFParams(theta_alpha=20.0))
+        >>> round(crf.bandwidths["theta_alpha"], 4), crf.log_theta_alpha.requires_grad
+        (20.0, True)
     """
 
     def __init__(
@@ -48,6 +57,7 @@ class CRFRNN(nn.Module):
         per_class_weights: bool = False,
         learnable: bool = True,
         *,
+        learnable_bandwidths: bool = False,
         checkpoint: bool = False,
         message_passing: str = "lattice",
         backend: str = "auto",
@@ -74,23 +84,43 @@ class CRFRNN(nn.Module):
                 self.register_parameter(name, nn.Parameter(value))
             else:
                 self.register_buffer(name, value)
+        self.learnable_bandwidths = learnable_bandwidths
+        if learnable_bandwidths:
+            for name, theta in params.bandwidth_values().items():
+                self.register_parameter(f"log_{name}", nn.Parameter(torch.tensor(math.log(theta))))
 
     @property
     def params(self) -> CRFParams:
         """The current parameters as a :class:`CRFParams` (tensor fields share the module's tensors)."""
+        thetas = {n: getattr(self, f"log_{n}").exp() for n in BANDWIDTHS} if self.learnable_bandwidths else {}
         return dataclasses.replace(
-            self._params, w_bilateral=self.w_bilateral, w_spatial=self.w_spatial, compat=self.compat
+            self._params, w_bilateral=self.w_bilateral, w_spatial=self.w_spatial, compat=self.compat, **thetas
         )
+
+    @property
+    def bandwidths(self) -> dict[str, float]:
+        """The current θα, θβ (0..255 units), θγ (pixels) as numbers (learned ones included)."""
+        if self.learnable_bandwidths:
+            return {n: math.exp(float(getattr(self, f"log_{n}").detach())) for n in BANDWIDTHS}
+        return self._params.bandwidth_values()
 
     def set_bandwidths(
         self, theta_alpha: float | None = None, theta_beta: float | None = None, theta_gamma: float | None = None
     ) -> None:
-        """Change the fixed bandwidths θα, θβ (0..255 units), θγ (pixels); None keeps the current value."""
+        """Change the bandwidths θα, θβ (0..255 units), θγ (pixels); None keeps the current value.
+
+        With ``learnable_bandwidths`` this overwrites the parameters (log θ) in place, e.g. to start training
+        from grid-searched values.
+        """
         changes = {}
         for name, value in (("theta_alpha", theta_alpha), ("theta_beta", theta_beta), ("theta_gamma", theta_gamma)):
             if value is not None:
                 check_positive(value, name)
                 changes[name] = float(value)
+        if self.learnable_bandwidths:
+            with torch.no_grad():
+                for name, value in changes.items():
+                    getattr(self, f"log_{name}").fill_(math.log(value))
         self._params = dataclasses.replace(self._params, **changes)
 
     def trace(
@@ -135,25 +165,21 @@ class CRFRNN(nn.Module):
         return self.trace(unary, image, iterations, keep=None).logits
 
     def get_extra_state(self) -> dict:
-        """Bandwidths, normalisation and window size, saved with the state dict."""
+        """Bandwidths (current values, learned ones too), normalisation and window size: saved in the state dict."""
         p = self._params
-        return {
-            "theta_alpha": p.theta_alpha,
-            "theta_beta": p.theta_beta,
-            "theta_gamma": p.theta_gamma,
-            "normalize": p.normalize,
-            "window_size": p.window_size,
-        }
+        return {**self.bandwidths, "normalize": p.normalize, "window_size": p.window_size}
 
     def set_extra_state(self, state: dict) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
+        """Restore what :meth:`get_extra_state` saved (learned bandwidths come from their parameters)."""
+        if self.learnable_bandwidths:
+            state = {k: v for k, v in state.items() if k not in BANDWIDTHS}
         self._params = dataclasses.replace(self._params, **state)
 
     def extra_repr(self) -> str:
         """One line for ``print(module)``."""
-        p = self._params
+        p, t = self._params, self.bandwidths
         return (
-            f"num_classes={self.num_classes}, iterations={self.iterations}, theta_alpha={p.theta_alpha}, "
-            f"theta_beta={p.theta_beta}, theta_gamma={p.theta_gamma}, normalize={p.normalize!r}, "
-            f"message_passing={self.message_passing!r}"
+            f"num_classes={self.num_classes}, iterations={self.iterations}, theta_alpha={t['theta_alpha']:.4g}, "
+            f"theta_beta={t['theta_beta']:.4g}, theta_gamma={t['theta_gamma']:.4g}, normalize={p.normalize!r}, "
+            f"message_passing={self.message_passing!r}, learnable_bandwidths={self.learnable_bandwidths}"
         )

@@ -11,6 +11,9 @@
 | normalize     | —         | NORMALIZE_SYMMETRIC (default)       | "after" (divide by K·1)             |
 | window_size   | —         | —                                   | — (ConvCRF: filter_size)            |
 
+The bandwidths may be 0-d tensors (e.g. ``exp`` of a learnable log θ, as ``CRFRNN(learnable_bandwidths=True)``):
+mean field then builds the features differentiably and the lattice returns their gradient.
+
 Sign conventions: pydensecrf's unary is an *energy* −log p = −U; its Potts ``compat=w`` adds +w·Q̃ to the
 logits, while ``compat="potts"`` here (µ = [l ≠ l'], weight w) subtracts w·(Σ_l' Q̃_l' − Q̃_l). The two differ
 by a per-pixel constant that cancels in the softmax, so the same θ and w give the same Q.
@@ -24,7 +27,9 @@ import torch
 
 from lab._checks import check_choice, check_positive, check_shape
 
-__all__ = ["MESSAGE_PASSING", "CRFParams", "potts_compat"]
+__all__ = ["BANDWIDTHS", "MESSAGE_PASSING", "CRFParams", "potts_compat"]
+
+BANDWIDTHS = ("theta_alpha", "theta_beta", "theta_gamma")
 
 MESSAGE_PASSING = ("lattice", "exact", "window")
 _NORMALIZATIONS = ("none", "after", "symmetric")
@@ -60,6 +65,16 @@ def _check_weight(w: float | torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: expected a finite number, got {w!r}")
 
 
+def _check_bandwidth(theta: float | torch.Tensor, name: str) -> None:
+    """A finite number > 0, or a 0-d floating tensor holding one."""
+    if isinstance(theta, torch.Tensor):
+        if theta.dim() != 0 or not theta.is_floating_point():
+            raise ValueError(f"{name}: expected a number or a 0-d float tensor, got {theta.dtype} {tuple(theta.shape)}")
+        check_positive(float(theta.detach()), name)
+    else:
+        check_positive(theta, name)
+
+
 @dataclass(frozen=True)
 class CRFParams:
     """Parameters of the fully connected CRF of Krähenbühl & Koltun, as unrolled by CRF-RNN.
@@ -69,9 +84,10 @@ class CRFParams:
     I in 0..255. See the module docstring for the mapping to pydensecrf's and crfasrnn's names.
 
     Attributes:
-        theta_alpha: θα, bilateral kernel spatial bandwidth in pixels (> 0).
-        theta_beta: θβ, bilateral kernel colour bandwidth in 0..255 units (> 0).
-        theta_gamma: θγ, spatial (smoothness) kernel bandwidth in pixels (> 0).
+        theta_alpha: θα, bilateral kernel spatial bandwidth in pixels (> 0); a number or a 0-d tensor
+            (a tensor that requires grad is differentiated through the features).
+        theta_beta: θβ, bilateral kernel colour bandwidth in 0..255 units (> 0); number or 0-d tensor.
+        theta_gamma: θγ, spatial (smoothness) kernel bandwidth in pixels (> 0); number or 0-d tensor.
         w_bilateral: w(1): a number, or a (L,) tensor of per-class weights (the paper's diagonal weights).
         w_spatial: w(2): a number or a (L,) tensor.
         compat: "potts" (µ = [l ≠ l']) or an (L, L) tensor µ (row l: the penalty of l against each l').
@@ -86,9 +102,9 @@ class CRFParams:
                 [1., 0.]])
     """
 
-    theta_alpha: float = 80.0
-    theta_beta: float = 13.0
-    theta_gamma: float = 3.0
+    theta_alpha: float | torch.Tensor = 80.0
+    theta_beta: float | torch.Tensor = 13.0
+    theta_gamma: float | torch.Tensor = 3.0
     w_bilateral: float | torch.Tensor = 10.0
     w_spatial: float | torch.Tensor = 3.0
     compat: str | torch.Tensor = "potts"
@@ -96,9 +112,8 @@ class CRFParams:
     window_size: int = 11
 
     def __post_init__(self) -> None:
-        check_positive(self.theta_alpha, "theta_alpha")
-        check_positive(self.theta_beta, "theta_beta")
-        check_positive(self.theta_gamma, "theta_gamma")
+        for name in BANDWIDTHS:
+            _check_bandwidth(getattr(self, name), name)
         _check_weight(self.w_bilateral, "w_bilateral")
         _check_weight(self.w_spatial, "w_spatial")
         check_choice(self.normalize, "normalize", _NORMALIZATIONS)
@@ -112,6 +127,16 @@ class CRFParams:
             raise TypeError(f"compat: expected 'potts' or an (L, L) tensor, got {type(self.compat).__name__}")
         if int(self.window_size) != self.window_size or self.window_size < 1 or self.window_size % 2 == 0:
             raise ValueError(f"window_size: expected an odd integer >= 1, got {self.window_size!r}")
+
+    def bandwidth_values(self) -> dict[str, float]:
+        """The bandwidths as plain numbers, ``{"theta_alpha": …, "theta_beta": …, "theta_gamma": …}``.
+
+        Example:
+            >>> CRFParams(theta_alpha=torch.tensor(5.0)).bandwidth_values()["theta_alpha"]
+            5.0
+        """
+        values = {n: getattr(self, n) for n in BANDWIDTHS}
+        return {n: float(t.detach()) if isinstance(t, torch.Tensor) else float(t) for n, t in values.items()}
 
     @property
     def is_potts(self) -> bool:

@@ -6,6 +6,10 @@ the same lattice, and the backward pass uses the same operators transposed.
 The filter approximates K_ij = exp(−|f_i − f_j|² / 2) (self term included) as
 ``slice · blur_d ⋯ blur_0 · splat``. Each blur matrix is symmetric, so the adjoint is
 ``slice · blur_0 ⋯ blur_d · splat`` (slice = splatᵀ): the same stages with the blur axes reversed.
+
+Features that require grad get a gradient through :meth:`PermutohedralLattice.filter`: the analytic
+Gaussian gradient, evaluated with the lattice filter (:mod:`lab.lattice.feature_grad`,
+``docs/feature_gradients.md``). The lattice is built from the detached features.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from lab._checks import check_choice, check_finite, check_shape, check_tensor
 from lab.lattice.backend import resolve_backend
 from lab.lattice.build import LatticeStructure, available_memory, build_lattice, csr, estimate_build_bytes
+from lab.lattice.feature_grad import GaussianFilter, centred_features
 
 __all__ = ["NORMALIZATIONS", "PermutohedralLattice", "gaussian_filter"]
 
@@ -54,7 +59,10 @@ class PermutohedralLattice:
     Args:
         features: (N, d) points or (B, d, H, W) feature images, already divided by the bandwidths
             (see :func:`lab.bilateral_features`). Any d ≥ 1; float32 or float64. Batch elements never
-            share a vertex, so filtering a batch equals filtering each element on its own.
+            share a vertex, so filtering a batch equals filtering each element on its own. Features that
+            require grad receive one from :meth:`filter` / :meth:`filter_points` (the analytic Gaussian
+            gradient evaluated with the lattice filter; the lattice is built from the detached features,
+            and :meth:`splat`, :meth:`blur`, :meth:`slice` carry no feature gradient).
         backend: "auto" (Triton on CUDA, PyTorch otherwise), "torch" or "triton".
         force_hash: build with hashed vertex codes even where exact packed codes fit (testing).
 
@@ -73,11 +81,6 @@ class PermutohedralLattice:
 
     def __init__(self, features: torch.Tensor, *, backend: str = "auto", force_hash: bool = False) -> None:
         points, batch_size, image_shape = _features_to_points(features)
-        if features.requires_grad and torch.is_grad_enabled():
-            raise NotImplementedError(
-                "features: the lattice has no gradient with respect to the features yet; pass "
-                "features.detach(), or use lab.exact_gaussian_filter (differentiable in both arguments)"
-            )
         if not features.is_floating_point():
             raise TypeError(f"features: expected a floating-point tensor, got {features.dtype}")
         if points.shape[0] == 0 or points.shape[1] == 0:
@@ -95,6 +98,8 @@ class PermutohedralLattice:
         if points.dtype not in (torch.float32, torch.float64):
             points = points.float()
         self.structure: LatticeStructure = build_lattice(points.detach(), batch_size, force_hash=force_hash)
+        # (M, d) features kept for the feature gradient; None unless they carry a graph
+        self._grad_points: torch.Tensor | None = points if points.requires_grad else None
         self._image_shape = image_shape
         self._dtype = points.dtype
         self._matrices: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
@@ -247,6 +252,17 @@ class PermutohedralLattice:
     def _kt(self, x: torch.Tensor) -> torch.Tensor:
         return self._slice(self._blur(self._splat(x), True))
 
+    @property
+    def features_require_grad(self) -> bool:
+        """Whether :meth:`filter` differentiates with respect to the features (they required grad at build)."""
+        return self._grad_points is not None
+
+    def _feature_points(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """(M, d) centred differentiable features in ``dtype``, or None (no feature gradient wanted now)."""
+        if self._grad_points is None or not torch.is_grad_enabled():
+            return None
+        return centred_features(self._grad_points.to(dtype), self.structure.batch_size)
+
     def normalizer(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """K·1, the filtered ones vector, as (M, 1) points; computed once per dtype and cached."""
         dtype = dtype or self._dtype
@@ -265,7 +281,8 @@ class PermutohedralLattice:
                 pydensecrf's default).
 
         Returns:
-            The filtered values, same shape and dtype as ``values``. Differentiable with respect to ``values``.
+            The filtered values, same shape and dtype as ``values``. Differentiable with respect to ``values``
+            and, when they required grad at build, to the features.
         """
         check_choice(normalize, "normalize", NORMALIZATIONS)
         points = self._check_values(self._to_points(values), "values")
@@ -281,17 +298,40 @@ class PermutohedralLattice:
             normalize: "none", "after" or "symmetric".
 
         Returns:
-            (M, C) filtered values (float32 for half inputs), differentiable with respect to ``x``.
+            (M, C) filtered values (float32 for half inputs), differentiable with respect to ``x`` (and the
+            features, when they required grad at build).
         """
         check_choice(normalize, "normalize", NORMALIZATIONS)
         check_shape(x, "x", [self.num_points, "C"])
         x = self._check_values(x, "x")
+        f = self._feature_points(x.dtype)
+        if f is not None:
+            return self._filter_with_features(x, f, normalize)
         if normalize == "none":
             return self._apply_k(x) / self.structure.kernel_scale
         if normalize == "after":
             return self._apply_k(x) / (self.normalizer(x.dtype) + _EPS)
         inv_sqrt = torch.rsqrt(self.normalizer(x.dtype) + _EPS)
         return inv_sqrt * self._apply_k(inv_sqrt * x)
+
+    def _filter_with_features(self, x: torch.Tensor, f: torch.Tensor, normalize: str) -> torch.Tensor:
+        """The normalised filters composed from K(x, f), the primitive differentiable in both.
+
+        Autograd does the chain rule through K·1 and D^−½ (``docs/feature_gradients.md``). K·1's value is the
+        cached :meth:`normalizer`; only its gradient is new.
+        """
+
+        def k(v: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+            return GaussianFilter.apply(v, f, self, False, known)
+
+        if normalize == "none":
+            return k(x) / self.structure.kernel_scale
+        ones = torch.ones(self.num_points, 1, dtype=x.dtype, device=x.device)
+        k1 = k(ones, self.normalizer(x.dtype))  # D = K·1, a function of f
+        if normalize == "after":
+            return k(x) / (k1 + _EPS)
+        inv_sqrt = torch.rsqrt(k1 + _EPS)
+        return inv_sqrt * k(inv_sqrt * x)
 
     def to_points(self, values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) or (N, C) values → (M, C) point layout (a view where possible)."""
@@ -323,12 +363,17 @@ def gaussian_filter(
         backend: "auto", "torch" or "triton".
 
     Returns:
-        Filtered values, the shape of ``values``; differentiable with respect to ``values``.
+        Filtered values, the shape of ``values``; differentiable with respect to ``values`` and ``features``
+        (the analytic Gaussian gradient evaluated with the lattice filter: see :class:`PermutohedralLattice`).
 
     Example:
         >>> img = torch.rand(1, 3, 16, 16) * 255
         >>> f = lab.bilateral_features(img, theta_alpha=8.0, theta_beta=20.0)
         >>> lab.gaussian_filter(img, f).shape
         torch.Size([1, 3, 16, 16])
+        >>> f = f.detach().requires_grad_()  # e.g. learnable bandwidths: the features get a gradient
+        >>> lab.gaussian_filter(img, f).square().sum().backward()
+        >>> f.grad.shape
+        torch.Size([1, 5, 16, 16])
     """
     return PermutohedralLattice(features, backend=backend).filter(values, normalize)

@@ -235,11 +235,16 @@ def test_half_values_are_accepted():
     torch.testing.assert_close(out.float(), lab.gaussian_filter(v, f), atol=2e-3, rtol=0)
 
 
-def test_feature_gradient_is_refused_clearly():
-    f = torch.randn(10, 2, requires_grad=True)
-    with pytest.raises(NotImplementedError, match="features"):
-        lab.gaussian_filter(torch.randn(10, 1), f)
-    lab.gaussian_filter(torch.randn(10, 1), f.detach())  # detached features are fine
+def test_feature_gradient_flows_along_the_exact_one():
+    """Features that require grad (refused before issue 9) get the exact filter's gradient, approximately
+    (bounds and measurements: tests/lattice/test_feature_grad.py)."""
+    g = torch.Generator().manual_seed(0)
+    f = (torch.rand(40, 2, generator=g, dtype=torch.float64) * 4).requires_grad_()
+    v = torch.rand(40, 1, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(lab.gaussian_filter(v, f).square().sum(), f)
+    (want,) = torch.autograd.grad(lab.exact_gaussian_filter(v, f).square().sum(), f)
+    assert float(torch.nn.functional.cosine_similarity(grad.flatten(), want.flatten(), 0)) > 0.9
+    torch.testing.assert_close(lab.gaussian_filter(v, f).detach(), lab.gaussian_filter(v, f.detach()))
 
 
 @pytest.mark.parametrize(
