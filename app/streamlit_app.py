@@ -12,8 +12,10 @@ import streamlit as st
 
 from lab.crf import CRFParams
 from lab.data import load_image, sample_images
+from lab.data.synthetic import CLASS_NAMES, render_scene
 from lab.explore import build_kernels, fit_image, label_png, params_to_json, q_npy, run_crf, to_tensor
 from lab.unary import coarse_colour_clusters, load_compat, load_probability_map, unary_from_annotation
+from lab.unary.fcn_source import FCNUnavailable, fcn_unary, find_fcn_checkpoint, load_fcn
 from lab.unary.mediapipe_source import SelfieSegmenter, SourceUnavailable, selfie_status
 from lab.viz import changed_mask, class_heatmap, colorize, entropy_map, kl_figure, overlay
 from lab.viz.palette import PALETTE
@@ -25,8 +27,11 @@ st.set_page_config(page_title="CRF-RNN Lab", layout="wide")
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def bundled_photos() -> dict[str, np.ndarray]:
-    """The photos that ship with installed packages, loaded once."""
-    return sample_images()
+    """The photos that ship with installed packages, and three synthetic scenes, loaded once."""
+    photos = sample_images()
+    for seed in (1, 2, 3):
+        photos[f"synthetic scene {seed}"] = render_scene([7, seed], 160).image
+    return photos
 
 
 @st.cache_resource(max_entries=8, show_spinner="Building the lattices (once per image and θ)…")
@@ -52,6 +57,12 @@ def selfie_model() -> SelfieSegmenter:
 def selfie_unary(image: np.ndarray):
     """U (1, 2, H, W): background, person."""
     return selfie_model().unary(image)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the FCN…")
+def fcn_model(path: str, mtime: float):
+    """The trained FCN, loaded once per checkpoint file (and again when it changes)."""
+    return load_fcn(path)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -105,6 +116,7 @@ unary_source = sb.radio(
     [
         "Colour clusters (built-in)",
         "Person vs background (MediaPipe)",
+        "Small FCN (synthetic shapes)",
         "Annotation image",
         "Probability map (.npy/.npz)",
     ],
@@ -128,6 +140,16 @@ elif unary_source == "Person vs background (MediaPipe)":
             error_box("MediaPipe selfie segmenter", exc)
     else:
         st.warning(f"The MediaPipe selfie segmenter is unavailable here: {reason}", icon="ℹ️")
+elif unary_source == "Small FCN (synthetic shapes)":
+    try:
+        checkpoint = find_fcn_checkpoint()
+        model, _ = fcn_model(str(checkpoint), checkpoint.stat().st_mtime)
+        unary = fcn_unary(image, model)
+        notes = [f"FCN {checkpoint.parent.name}: {', '.join(CLASS_NAMES)}"]
+        if not image_label.startswith("synthetic"):
+            st.info("The FCN was trained on synthetic shapes: pick a 'synthetic scene' photo to see it at its best.")
+    except FCNUnavailable as exc:
+        st.warning(f"The small FCN is unavailable: {exc}", icon="ℹ️")
 elif unary_source == "Annotation image":
     ann = sb.file_uploader(
         "Annotation (colours = labels, black = unknown)", type=["png", "bmp", "tif", "tiff"], key="annotation_upload"

@@ -140,3 +140,26 @@ def test_mediapipe_unary_or_a_clear_reason(app):
         assert len(app.error) == 0
     else:
         assert any("unavailable" in w.value for w in app.warning), reason
+
+
+def test_fcn_unary_from_a_checkpoint_and_without_one(tmp_path, monkeypatch):
+    import torch
+
+    from lab.models import FCN
+
+    monkeypatch.setenv("LAB_FCN_DIR", str(tmp_path / "none"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.sidebar.selectbox(key="photo").set_value("synthetic scene 1").run()
+    at.sidebar.radio(key="unary_source").set_value("Small FCN (synthetic shapes)").run()
+    assert not at.exception
+    assert any("python -m lab.train --quick" in w.value for w in at.warning)
+
+    ckpt = tmp_path / "runs" / "seed0" / "fcn.pt"
+    ckpt.parent.mkdir(parents=True)
+    weights = {f"unary_net.{k}": v for k, v in FCN(6, width=8).state_dict().items()}
+    torch.save({"config": {"width": 8}, "model": weights}, ckpt)
+    monkeypatch.setenv("LAB_FCN_DIR", str(tmp_path / "runs"))
+    at.run()
+    assert not at.exception and len(at.error) == 0
+    assert "L = 6 labels" in at.caption[0].value and "FCN seed0" in at.caption[0].value
