@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 # The tested torch. Override for another build, e.g. make test TORCH_SPEC="torch==2.11.0".
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: app test lint format bench lab clean
+.PHONY: app test lint format bench lab train clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ format: $(VENV)/.stamp-dev
 test: lint $(VENV)/.stamp-browser
 	$(PY) -m pytest -m "not interpreter" -q
 	TRITON_INTERPRET=1 $(PY) -m pytest -m interpreter -q
+
+# The paper's Table 1 in miniature (about 27 min on 2 cores): results/paper_table.md and figures
+train: $(VENV)/.stamp-dev
+	$(PY) -m lab.train --out results
 
 bench: $(VENV)/.stamp-dev
 	$(PY) benchmarks/lattice.py
