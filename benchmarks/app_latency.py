@@ -13,13 +13,11 @@ Goal (issue 7): a knob change at 0.25 MP answers in under 1 s on the 2-core deve
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from machine import describe
 
 from lab.crf import CRFParams
 from lab.data import sample_images
@@ -102,10 +100,7 @@ def main() -> None:
     parser.add_argument("--no-app", action="store_true", help="skip the AppTest part")
     args = parser.parse_args()
     print(f"# App latency, {time.strftime('%Y-%m-%d')}\n")
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
-        f"torch {torch.__version__}; image {args.side}x{args.side} (astronaut), T={args.iterations}, L=4\n"
-    )
+    print(describe(f"image {args.side}x{args.side} (astronaut), T={args.iterations}, L=4") + "\n")
     print("| what | ms (median) |\n|---|---|")
     for what, t in functions(args.side, args.iterations, args.repeat):
         print(f"| functions: {what} | {t:.0f} |")

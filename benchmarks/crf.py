@@ -15,12 +15,11 @@ first, so it builds both lattices as pydensecrf does. The two sides alternate ca
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
 import torch
+from machine import describe
 from skimage import data, transform
 
 import lab
@@ -49,24 +48,13 @@ def unary_for(num_labels: int, side: int, seed: int = 0) -> torch.Tensor:
 
 
 def header() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     try:
         from importlib.metadata import version
 
         pyd = version("pydensecrf2")
     except Exception:  # any failure means "not installed"
         pyd = "not installed"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"machine: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, load {load:.1f}; "
-        f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
-        f"pydensecrf2 {pyd}, lab {lab.__version__}"
-    )
+    return describe(f"pydensecrf2 {pyd}, lab {lab.__version__}")
 
 
 def run_pydensecrf(dcrf, img: np.ndarray, energy: np.ndarray, iterations: int) -> np.ndarray:

@@ -11,12 +11,11 @@ Then the options for each stage (CSR sparse product vs gather / index_add_) at 0
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
 import torch
+from machine import describe
 from skimage import data, transform
 
 import lab
@@ -40,19 +39,6 @@ def photo(side: int) -> torch.Tensor:
     """The astronaut at side x side, (1, 3, H, W) float32 in 0..255."""
     img = transform.resize(data.astronaut(), (side, side), preserve_range=True, anti_aliasing=True)
     return torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None].contiguous()
-
-
-def header() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (
-        f"machine: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
-        f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}"
-    )
 
 
 def bench_sizes(sizes: list[float], exact_max_mp: float) -> None:
@@ -141,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only 0.06 and 0.25 MP")
     args = parser.parse_args()
-    print(f"# Lattice benchmark, {time.strftime('%Y-%m-%d')}\n\n{header()}")
+    print(f"# Lattice benchmark, {time.strftime('%Y-%m-%d')}\n\n{describe()}")
     sizes = [0.0025, 0.01, 0.06, 0.25] if args.quick else [0.0025, 0.01, 0.06, 0.25, 1.0, 4.0]
     bench_sizes(sizes, exact_max_mp=0.01)
     bench_options()
