@@ -51,7 +51,18 @@ class Split(Dataset):
         return self.images[index], self.labels[index]
 
     def kernels(self, index: int, params: CRFParams, message_passing: str = "lattice") -> CRFKernels:
-        """The CRF kernels of batch ``index`` for the bandwidths and normalisation of ``params`` (cached)."""
+        """The CRF kernels of batch ``index`` for the bandwidths and normalisation of ``params`` (cached).
+
+        Raises:
+            ValueError: a bandwidth is a tensor (learned θ): such kernels change every step and carry a
+                gradient, so they are not cached; let the model build them (pass ``kernels=None``).
+        """
+        thetas = (params.theta_alpha, params.theta_beta, params.theta_gamma)
+        if any(isinstance(t, torch.Tensor) for t in thetas):
+            raise ValueError(
+                "params: expected fixed (float) bandwidths to cache kernels for; learned θ are tensors that change "
+                "every step, so build their kernels per call (kernels=None)"
+            )
         key = (index, params.theta_alpha, params.theta_beta, params.theta_gamma, params.normalize, message_passing)
         if key not in self._kernels:
             self._kernels[key] = CRFKernels(self.images[index], params, message_passing)

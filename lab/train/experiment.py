@@ -14,6 +14,9 @@ Ablations (the paper's, plus one control):
 - ``crf-rnn-per-class``: one kernel weight per class (the paper's diagonal weights).
 - ``crf-rnn-symmetric``: µ kept symmetric ((µ + µᵀ)/2 parametrisation).
 - ``crf-rnn-potts``: µ fixed to Potts, only the kernel weights learned with the FCN.
+- ``crf-rnn-learned-theta``: as ``crf-rnn``, and the bandwidths θα, θβ, θγ are learned too (through log θ,
+  starting from the grid's values; the lattice is rebuilt every step from the current θ and the gradient
+  reaches θ through the features, see ``docs/feature_gradients.md``). The learned θ are reported.
 - ``fcn-finetuned``: the FCN fine-tuned alone for as long and at the same learning rate as step 3:
   how much of CRF-RNN's gain is just more training.
 """
@@ -48,6 +51,7 @@ METHODS: dict[str, str] = {
     "crf-rnn-per-class": "CRF-RNN, per-class kernel weights",
     "crf-rnn-symmetric": "CRF-RNN, symmetric compatibility µ",
     "crf-rnn-potts": "CRF-RNN, Potts µ fixed (weights learned)",
+    "crf-rnn-learned-theta": "CRF-RNN, bandwidths θ learned too (from the grid's θ)",
     "fcn-finetuned": "FCN fine-tuned as long as CRF-RNN, no CRF (control)",
 }
 # Zheng et al. 2015, Table 1: mIoU (%) on the reduced VOC 2012 val set.
@@ -57,6 +61,7 @@ _CRF_VARIANTS = {
     "crf-rnn-per-class": "per-class",
     "crf-rnn-symmetric": "symmetric",
     "crf-rnn-potts": "potts",
+    "crf-rnn-learned-theta": "learned-theta",
 }
 
 
@@ -78,12 +83,13 @@ class ExperimentConfig:
         crf_epochs: epochs of step 3 (and of each trained ablation).
         crf_fcn_lr: the FCN's learning rate in step 3.
         crf_lr: the CRF parameters' learning rate in step 3.
+        theta_lr: the learning rate of log θ in the ``crf-rnn-learned-theta`` ablation.
         iterations: T in training, in the grid search and at test.
         test_iterations: T of the ``crf-rnn-t10`` ablation.
         grid: the post-processing grid (see :data:`lab.train.stages.GRID`).
         ablations: also run the ablations.
         ablation_seeds: how many of ``seeds`` (the first ones) also train the three CRF-RNN variants
-            (per-class weights, symmetric µ, Potts µ); the T = 10 row and the fine-tuned-FCN control use all.
+            (per-class weights, symmetric µ, Potts µ, learned θ); the T = 10 row and the fine-tuned-FCN control use all.
         examples: test images in the example figure.
     """
 
@@ -100,6 +106,7 @@ class ExperimentConfig:
     crf_epochs: int = 5
     crf_fcn_lr: float = 3e-4
     crf_lr: float = 0.05
+    theta_lr: float = 0.02
     iterations: int = 5
     test_iterations: int = 10
     grid: dict = field(default_factory=lambda: dict(GRID))
@@ -150,7 +157,13 @@ def _load_data(cfg: ExperimentConfig, ctx: Context) -> _Data:
 
 def _make_crf(variant: str, params: CRFParams, num_classes: int, iterations: int) -> CRFRNN:
     """The CRF-RNN of one variant, initialised from the post-processing CRF's parameters."""
-    crf = CRFRNN(num_classes, iterations=iterations, params=params, per_class_weights=variant == "per-class")
+    crf = CRFRNN(
+        num_classes,
+        iterations=iterations,
+        params=params,
+        per_class_weights=variant == "per-class",
+        learnable_bandwidths=variant == "learned-theta",
+    )
     if variant == "symmetric":
         parametrize.register_parametrization(crf, "compat", SymmetricCompat())
     elif variant == "potts":
@@ -218,7 +231,7 @@ def _run_seed(cfg: ExperimentConfig, data: _Data, seed: int, ctx: Context, ckpt_
     crf_cfg = {"grid": grid_cfg, "epochs": cfg.crf_epochs, "fcn_lr": cfg.crf_fcn_lr, "crf_lr": cfg.crf_lr}
     methods = ["crf-rnn", "fcn-finetuned"] if cfg.ablations else ["crf-rnn"]
     if cfg.ablations and seed in cfg.seeds[: cfg.ablation_seeds]:
-        methods += ["crf-rnn-per-class", "crf-rnn-symmetric", "crf-rnn-potts"]
+        methods += ["crf-rnn-per-class", "crf-rnn-symmetric", "crf-rnn-potts", "crf-rnn-learned-theta"]
     models: dict[str, SegmentationCRFRNN] = {}
     for method in methods:
         net = FCN(num_classes, width=cfg.fcn_width)
@@ -227,8 +240,14 @@ def _run_seed(cfg: ExperimentConfig, data: _Data, seed: int, ctx: Context, ckpt_
         crf = None if variant is None else _make_crf(variant, params, num_classes, cfg.iterations)
         model = SegmentationCRFRNN(net, crf).to(ctx.device)
         groups = [{"params": net.parameters(), "lr": cfg.crf_fcn_lr}]
+        stage_cfg = {**crf_cfg, "stage": method}
         if crf is not None:
-            groups.append({"params": _trainable(crf), "lr": cfg.crf_lr})
+            thetas = [p for n, p in crf.named_parameters() if n.startswith("log_theta")]
+            others = [p for p in _trainable(crf) if all(p is not t for t in thetas)]
+            groups.append({"params": others, "lr": cfg.crf_lr})
+            if thetas:
+                groups.append({"params": thetas, "lr": cfg.theta_lr})
+                stage_cfg["theta_lr"] = cfg.theta_lr
         histories[method] = train_model(
             model,
             groups,
@@ -238,7 +257,7 @@ def _run_seed(cfg: ExperimentConfig, data: _Data, seed: int, ctx: Context, ckpt_
             seed=seed,
             desc=f"[seed {seed}] {method}",
             checkpoint=ckpt / f"{method}.pt",
-            config={**crf_cfg, "stage": method},
+            config=stage_cfg,
             resume=resume,
             validate=validate,
         )
@@ -253,12 +272,15 @@ def _run_seed(cfg: ExperimentConfig, data: _Data, seed: int, ctx: Context, ckpt_
         "w_bilateral": crf.w_bilateral.detach().cpu().tolist(),
         "w_spatial": crf.w_spatial.detach().cpu().tolist(),
     }
+    # the bandwidths every trained CRF ends with (they move only where they are learned)
+    bandwidths = {m: model.crf.bandwidths for m, model in models.items() if model.crf is not None}
     examples = _examples(data, cfg.examples, fcn, post, models["crf-rnn"])
     return {
         "test_miou": results,
         "histories": histories,
         "grid": {"best": _params_dict(params), "table": table},
         "learned": learned,
+        "bandwidths": bandwidths,
         "examples": examples,
     }
 

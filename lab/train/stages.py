@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from lab.crf import CRFParams, mean_field
+from lab.crf import CRFKernels, CRFParams, mean_field
 from lab.train.data import Split
 from lab.train.distributed import Context
 from lab.train.metrics import confusion_matrix, mean_iou
@@ -81,6 +81,17 @@ class _Progress:
 
 
 # ------------------------------------------------------------------------------------------------ training
+def _cached_kernels(model: SegmentationCRFRNN, split: Split, index: int) -> CRFKernels | None:
+    """Batch ``index``'s prebuilt kernels for the model's CRF, or None (no CRF, or θ learned: built per call).
+
+    Fixed bandwidths make a batch's lattice the same in every epoch, so it is built once. Learned bandwidths
+    change every step and the kernels must carry the gradient to θ, so the model builds them itself.
+    """
+    if model.crf is None or model.crf.learnable_bandwidths:
+        return None
+    return split.kernels(index, model.crf.params)
+
+
 def _cosine(total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         t = min(step / max(total_steps, 1), 1.0)
@@ -124,7 +135,8 @@ def train_model(
         validate: called after each epoch, returns a validation mIoU for the curves.
 
     Returns:
-        The history: ``{"loss": [per step, averaged over ranks], "val": [per epoch], "epochs": int}``.
+        The history: ``{"loss": [per step, averaged over ranks], "val": [per epoch], "epochs": int,
+        "resumed_epochs": int}`` (``resumed_epochs``: how many of the epochs came from the checkpoint).
     """
     config = dict(config or {})
     optimizer = torch.optim.Adam(list(param_groups))
@@ -141,8 +153,8 @@ def train_model(
         history = state["history"]
         start_epoch = state["epoch"]
         ctx.log(f"{desc}: resumed from {checkpoint} after epoch {start_epoch}/{epochs}")
+    history["resumed_epochs"] = start_epoch  # epochs this call did not train (taken from the checkpoint)
     net = ctx.wrap(model)
-    crf_params = model.crf.params if model.crf is not None else None
     progress = _Progress(ctx, desc, epochs, steps)
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
@@ -150,8 +162,7 @@ def train_model(
         losses = []
         for step, index in enumerate(sampler, start=1):
             images, labels = split[index]
-            kernels = split.kernels(index, crf_params) if crf_params is not None else None
-            loss = F.cross_entropy(net(images, kernels), labels)
+            loss = F.cross_entropy(net(images, _cached_kernels(model, split, index)), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -202,12 +213,10 @@ def evaluate(
         (L, L) int64 counts, the same on every rank; :func:`~lab.train.metrics.mean_iou` gives the mIoU.
     """
     model.eval()
-    crf_params = model.crf.params if model.crf is not None else None
     total = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=ctx.device)
     for index in range(ctx.rank, len(split), ctx.world_size):
         images, labels = split[index]
-        kernels = split.kernels(index, crf_params) if crf_params is not None else None
-        pred = model(images, kernels, iterations).argmax(1)
+        pred = model(images, _cached_kernels(model, split, index), iterations).argmax(1)
         total += confusion_matrix(pred, labels, num_classes)
     return ctx.all_reduce_sum(total)
 

@@ -91,6 +91,25 @@ def test_grid_search_picks_the_best_val_setting():
     assert len({round(d, 6) for d in direct}) > 1  # the settings do differ: the choice means something
 
 
+# ---------------------------------------------------------------------------------------- learned bandwidths
+def test_training_moves_learned_bandwidths_and_caches_only_fixed_kernels():
+    images, labels = _data(size=4)
+    split = Split(images, labels, batch_size=2)
+    torch.manual_seed(0)
+    crf = CRFRNN(NUM_CLASSES, iterations=2, learnable_bandwidths=True)
+    model = SegmentationCRFRNN(FCN(NUM_CLASSES, width=4), crf)
+    start = crf.bandwidths
+    thetas = [p for n, p in crf.named_parameters() if n.startswith("log_theta")]
+    train_model(model, [{"params": thetas, "lr": 0.1}], split, epochs=1, ctx=Context(), seed=0, desc="theta")
+    moved = crf.bandwidths
+    assert all(moved[k] != start[k] for k in ("theta_alpha", "theta_beta")), (start, moved)
+    assert split._kernels == {}  # learned θ: the kernels were built per step, none cached
+    with pytest.raises(ValueError, match="params: expected fixed"):
+        split.kernels(0, crf.params)
+    stages.evaluate(_model(), split, Context(), NUM_CLASSES)  # fixed θ: one cached entry per batch
+    assert len(split._kernels) == len(split)
+
+
 # ------------------------------------------------------------------------------------------------ resume
 def _train(tmp: Path, resume: bool, epochs: int = 2) -> SegmentationCRFRNN:
     images, labels = _data(size=4)
@@ -200,12 +219,20 @@ def test_quick_end_to_end(tmp_path, capsys):
         assert row["seeds"] == 1
     md = (out / "paper_table.md").read_text()
     assert "| FCN (unary only) (`fcn`)" in md and "69.6" in md
+    learned, grid = doc["learned_bandwidths"]["0"], doc["grid"]["0"]
+    assert learned["theta_alpha"] != grid["theta_alpha"] and learned["theta_beta"] != grid["theta_beta"]
+    assert "Bandwidths learned end to end" in md
     assert "fcn epoch 2/2" in capsys.readouterr().err  # progress on rank 0
     # a second run with --resume trains nothing again and reports the same numbers
     assert main(["--quick", "--out", str(out), "--checkpoints", str(tmp_path / "ck"), "--resume"]) == 0
     assert "resumed" in capsys.readouterr().err
     again = json.loads((out / "paper_table.json").read_text())
     assert [r["miou_mean"] for r in again["rows"]] == [r["miou_mean"] for r in doc["rows"]]
+    assert (
+        "of the" in (out / "paper_table.md").read_text()
+        and "resumed from checkpoints" in (out / "paper_table.md").read_text()
+    )
+    assert "resumed from checkpoints" not in md  # the first run trained everything itself
 
 
 if __name__ == "__main__":
