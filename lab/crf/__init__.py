@@ -16,6 +16,7 @@ from lab.crf.mean_field import (
 )
 from lab.crf.module import CRFRNN
 from lab.crf.params import CRFParams, potts_compat
+from lab.crf.trained import TrainedCRF, TrainedCRFUnavailable, find_trained_crfs, load_trained_crf
 from lab.crf.unary import unary_from_labels, unary_from_softmax
 
 __all__ = [
@@ -24,11 +25,15 @@ __all__ = [
     "CRFParams",
     "MeanFieldStep",
     "MeanFieldTrace",
+    "TrainedCRF",
+    "TrainedCRFUnavailable",
     "add_unary",
     "compatibility_transform",
+    "find_trained_crfs",
     "initialization",
     "kernel_features",
     "kl_divergence",
+    "load_trained_crf",
     "mean_field",
     "message_passing",
     "normalization",

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lab._paths import train_artifacts
 from lab.models import FCN
 
 __all__ = ["FCNUnavailable", "fcn_unary", "find_fcn_checkpoint", "load_fcn"]
-
-_ROOT = Path(__file__).resolve().parents[2]
 
 
 class FCNUnavailable(RuntimeError):
@@ -26,12 +25,12 @@ class FCNUnavailable(RuntimeError):
 
 
 def find_fcn_checkpoint(search: str | os.PathLike | None = None) -> Path:
-    """The newest ``fcn.pt`` under ``search`` (default: ``$LAB_FCN_DIR`` or the project's artifacts/train).
+    """The newest ``fcn.pt`` under ``search`` (default: ``$LAB_TRAIN_DIR`` or the project's artifacts/train).
 
     Raises:
         FCNUnavailable: none found.
     """
-    root = Path(search or os.environ.get("LAB_FCN_DIR") or _ROOT / "artifacts" / "train")
+    root = train_artifacts(search)
     found = sorted(root.glob("**/fcn.pt"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
     if not found:
         raise FCNUnavailable(
