@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from lab.crf import CRFParams
+from lab.crf import CRFParams, TrainedCRF, TrainedCRFUnavailable, find_trained_crfs, load_trained_crf
 from lab.data import load_image, sample_images
 from lab.data.synthetic import CLASS_NAMES, render_scene
 from lab.explore import build_kernels, fit_image, label_png, params_to_json, q_npy, run_crf, to_tensor
@@ -21,6 +21,16 @@ from lab.viz import changed_mask, class_heatmap, colorize, entropy_map, kl_figur
 from lab.viz.palette import PALETTE
 
 EXACT_MAX_PIXELS = 96 * 96  # O(N²) message passing: about a second per iteration at this size on 2 cores
+# the CRF knobs' ranges (a trained CRF's values outside them are clamped, and the app says so)
+KNOB_RANGES = {
+    "theta_alpha": (1.0, 200.0),
+    "theta_beta": (1.0, 50.0),
+    "theta_gamma": (0.5, 10.0),
+    "w_bilateral": (-10.0, 50.0),
+    "w_spatial": (-10.0, 50.0),
+}
+NO_TRAINED = "none: set the knobs by hand"
+TRAINED_MU = "Trained CRF-RNN's µ"
 
 st.set_page_config(page_title="CRF-RNN Lab", layout="wide")
 
@@ -63,6 +73,24 @@ def selfie_unary(image: np.ndarray):
 def fcn_model(path: str, mtime: float):
     """The trained FCN, loaded once per checkpoint file (and again when it changes)."""
     return load_fcn(path)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def trained_crf(path: str, mtime: float) -> TrainedCRF:
+    """A trained CRF-RNN's parameters, read once per checkpoint file (and again when it changes)."""
+    return load_trained_crf(path)
+
+
+def use_trained(trained: TrainedCRF) -> None:
+    """Button callback: move the CRF knobs to a trained CRF-RNN's θ and weights, and use its µ."""
+    clamped = []
+    for name, value in trained.summary().items():
+        low, high = KNOB_RANGES[name]
+        st.session_state[name] = round(min(max(value, low), high), 2)
+        if not low <= value <= high:
+            clamped.append(f"{name} = {value:.3g} (knob range {low:g}–{high:g})")
+    st.session_state["compat_choice"] = TRAINED_MU
+    st.session_state["trained_clamped"] = clamped
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -183,41 +211,60 @@ if unary is None:
 num_labels = unary.shape[1]
 
 sb.header("CRF")
+trained = None
+trained_paths = {f"{p.parent.parent.name}/{p.parent.name}/{p.stem}": p for p in find_trained_crfs()}
+if trained_paths:
+    pick = sb.selectbox(
+        "Trained CRF-RNN (from python -m lab.train)",
+        [NO_TRAINED, *trained_paths],
+        key="trained_crf",
+        help="Show what end-to-end training learned: θ (learned or grid-searched), kernel weights and µ.",
+    )
+    if pick in trained_paths:
+        try:
+            trained = trained_crf(str(trained_paths[pick]), trained_paths[pick].stat().st_mtime)
+        except (TrainedCRFUnavailable, OSError) as exc:
+            error_box(f"Trained CRF-RNN {pick!r}", exc)
+    if trained is not None:
+        sb.caption(trained.describe())
+        sb.button("Set the knobs to its θ, weights and µ", key="use_trained", on_click=use_trained, args=(trained,))
+        for note in st.session_state.get("trained_clamped", []):
+            sb.warning(f"Clamped to the knob's range: {note}", icon="ℹ️")
 theta_alpha = sb.slider(
     "θα: bilateral spatial width (px)",
-    1.0,
-    200.0,
+    *KNOB_RANGES["theta_alpha"],
     80.0,
     key="theta_alpha",
     help="How far appearance similarity reaches. DeepLab: 50–95; CRF-RNN release: 160.",
 )
 theta_beta = sb.slider(
     "θβ: bilateral colour width (0..255)",
-    1.0,
-    50.0,
+    *KNOB_RANGES["theta_beta"],
     13.0,
     key="theta_beta",
     help="How similar colours must be to share a label. DeepLab: 3–10; CRF-RNN release: 3.",
 )
 theta_gamma = sb.slider(
     "θγ: smoothness width (px)",
-    0.5,
-    10.0,
+    *KNOB_RANGES["theta_gamma"],
     3.0,
     key="theta_gamma",
     help="Reach of the appearance-blind smoothing kernel. Common: 3.",
 )
 w_bilateral = sb.slider(
     "w bilateral",
-    0.0,
-    20.0,
+    *KNOB_RANGES["w_bilateral"],
     5.0,
-    step=0.5,
     key="w_bilateral",
-    help="Weight of the appearance kernel. DeepLab: 3–5; CRF-RNN release: 5.",
+    help="Weight of the appearance kernel. DeepLab: 3–5; CRF-RNN release: 5. "
+    "Negative weights only make sense with a learned µ (training can end there).",
 )
 w_spatial = sb.slider(
-    "w spatial", 0.0, 20.0, 3.0, step=0.5, key="w_spatial", help="Weight of the smoothness kernel. Common: 3."
+    "w spatial",
+    *KNOB_RANGES["w_spatial"],
+    3.0,
+    key="w_spatial",
+    help="Weight of the smoothness kernel. Common: 3.",
 )
 iterations = sb.slider(
     "Iterations T", 0, 20, 5, key="iterations", help="Mean-field iterations (CRF-RNN trains with 5)."
@@ -235,12 +282,25 @@ message_passing = sb.selectbox(
     help="lattice: permutohedral, O(N); exact: O(N²) ground truth (small images); "
     "window: exact Gaussian truncated to 11×11 (ConvCRF).",
 )
-compat_choice = sb.radio("Compatibility µ", ["Potts", "Upload (L×L .npy)"], key="compat_choice", horizontal=True)
+compat_choice = sb.radio(
+    "Compatibility µ", ["Potts", "Upload (L×L .npy)", TRAINED_MU], key="compat_choice", horizontal=True
+)
 backend = sb.selectbox(
     "Backend", ["auto", "torch", "triton"], key="backend", help="auto: Triton on a CUDA GPU, PyTorch otherwise."
 )
 compat = "potts"
-if compat_choice != "Potts":
+if compat_choice == TRAINED_MU:
+    if trained is None:
+        sb.info("Pick a trained CRF-RNN above to use its µ; Potts meanwhile.")
+    elif trained.num_classes != num_labels:
+        sb.warning(
+            f"The trained µ is {trained.num_classes}×{trained.num_classes}, the unary has L = {num_labels}: "
+            "Potts meanwhile (the FCN on synthetic shapes has the trained CRF's labels).",
+            icon="ℹ️",
+        )
+    else:
+        compat = trained.params.compat
+elif compat_choice != "Potts":
     mu_file = sb.file_uploader("µ as an (L, L) .npy", type=["npy", "npz"], key="compat_upload")
     if mu_file is not None:
         try:

@@ -147,7 +147,7 @@ def test_fcn_unary_from_a_checkpoint_and_without_one(tmp_path, monkeypatch):
 
     from lab.models import FCN
 
-    monkeypatch.setenv("LAB_FCN_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("LAB_TRAIN_DIR", str(tmp_path / "none"))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     at.sidebar.selectbox(key="photo").set_value("synthetic scene 1").run()
@@ -159,7 +159,50 @@ def test_fcn_unary_from_a_checkpoint_and_without_one(tmp_path, monkeypatch):
     ckpt.parent.mkdir(parents=True)
     weights = {f"unary_net.{k}": v for k, v in FCN(6, width=8).state_dict().items()}
     torch.save({"config": {"width": 8}, "model": weights}, ckpt)
-    monkeypatch.setenv("LAB_FCN_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("LAB_TRAIN_DIR", str(tmp_path / "runs"))
     at.run()
     assert not at.exception and len(at.error) == 0
     assert "L = 6 labels" in at.caption[0].value and "FCN seed0" in at.caption[0].value
+
+
+def test_trained_crf_sets_the_knobs_and_mu(tmp_path, monkeypatch):
+    import torch
+
+    from lab.crf import CRFRNN, CRFParams, load_trained_crf
+    from lab.models import FCN
+    from lab.train import SegmentationCRFRNN
+
+    torch.manual_seed(0)
+    params = CRFParams(theta_alpha=7.0, theta_beta=12.0, theta_gamma=2.0, w_bilateral=60.0, w_spatial=1.5)
+    crf = CRFRNN(6, params=params, learnable_bandwidths=True)
+    with torch.no_grad():
+        crf.log_theta_alpha.add_(0.25)  # as if training had moved θα
+        crf.compat.add_(0.2 * torch.randn(6, 6))
+    net = SegmentationCRFRNN(FCN(6, width=8), crf)
+    run = tmp_path / "runs" / "seed0"
+    run.mkdir(parents=True)
+    config = {"stage": "crf-rnn-learned-theta", "grid": {"fcn": {"data": {"image_size": 64}, "width": 8}}}
+    torch.save({"config": config, "epoch": 5, "model": net.state_dict()}, run / "crf-rnn-learned-theta.pt")
+    torch.save({"config": {"width": 8}, "model": net.state_dict()}, run / "fcn.pt")
+    monkeypatch.setenv("LAB_TRAIN_DIR", str(tmp_path / "runs"))
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.sidebar.selectbox(key="trained_crf").set_value("runs/seed0/crf-rnn-learned-theta").run()
+    assert not at.exception and len(at.error) == 0
+    trained = load_trained_crf(run / "crf-rnn-learned-theta.pt")
+    assert any("θα = 8.99 px" in c.value and "(learned)" in c.value for c in at.sidebar.caption)  # 7·e^0.25
+    at.sidebar.button(key="use_trained").click().run()
+    assert not at.exception and len(at.error) == 0
+    for name, value in trained.summary().items():
+        want = 50.0 if name == "w_bilateral" else round(value, 2)  # 60 is beyond the knob's 50: clamped
+        assert at.sidebar.slider(key=name).value == pytest.approx(want), name
+    assert any("w_bilateral = 60" in w.value for w in at.sidebar.warning)
+    assert at.sidebar.radio(key="compat_choice").value == "Trained CRF-RNN's µ"
+    # the colour-cluster unary has L = 4: the 6×6 µ does not fit, Potts is used and the app says so
+    assert any("the unary has L = 4" in w.value for w in at.sidebar.warning)
+    at.sidebar.selectbox(key="photo").set_value("synthetic scene 1").run()
+    at.sidebar.radio(key="unary_source").set_value("Small FCN (synthetic shapes)").run()
+    assert not at.exception and len(at.error) == 0
+    assert not any("the unary has L" in w.value for w in at.sidebar.warning)
+    assert "L = 6 labels" in at.caption[0].value
