@@ -20,15 +20,21 @@ $(VENV)/.torch: | $(PY)
 MEDIAPIPE = ($(PIP) -e ".[mediapipe]" && $(PY) scripts/fetch_selfie_model.py) \
 	|| echo "MediaPipe selfie segmenter unavailable: the app and its tests report it and go on"
 
+# Compile the Numba lattice build once (cached on disk), so that no first view waits ~20 s for it.
+WARM_UP = $(PY) -c "from lab.lattice.numba_kernels import warm_up; warm_up()" \
+	|| echo "Numba kernels unavailable: lattices are built with PyTorch (slower, the same result)"
+
 $(VENV)/.stamp-app: pyproject.toml $(VENV)/.torch
 	$(PIP) -e ".[app]"
 	$(MEDIAPIPE)
+	$(WARM_UP)
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.torch
 	$(PIP) -e ".[dev]"
 	$(PIP) -e ".[peers]" || echo "pydensecrf2 could not be built: the pydensecrf parity tests will skip"
 	$(MEDIAPIPE)
+	$(WARM_UP)
 	touch $@
 
 # Debian's chromium for the browser test (as root, with apt-get); without it that test skips, saying why.

@@ -26,9 +26,12 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-__all__ = ["LatticeStructure", "available_memory", "build_lattice", "estimate_build_bytes"]
+from lab._checks import check_choice
+
+__all__ = ["BUILDERS", "LatticeStructure", "available_memory", "blur_matrix", "build_lattice", "estimate_build_bytes"]
 
 _MAX_PACKED_BITS = 62
 # An odd 64-bit multiplier (as signed int64) for the hashed codes: 0x9E3779B97F4A7C15, the golden ratio.
@@ -55,6 +58,8 @@ class LatticeStructure:
         splat_matrix: (V, M) CSR: the transpose of ``slice_matrix``.
         blur_matrices: d+1 (V, V) CSR matrices, the [1/4, 1/2, 1/4] stencil along each lattice axis
             (a missing neighbour counts as zero). Each is symmetric.
+        blur_neighbours: (d+1, V, 2) int64, the vertex one step forward and one step back along each
+            axis, −1 where that vertex is not in the lattice (the blur matrices' off-diagonal columns).
         vertex_index: (M, d+1) int64, the vertex of each simplex corner (for inspection and plots).
         barycentric: (M, d+1) the weights of those corners; each row sums to 1.
         hashed: whether codes were hashed (True) or exactly packed (False).
@@ -71,6 +76,7 @@ class LatticeStructure:
     slice_matrix: torch.Tensor
     splat_matrix: torch.Tensor
     blur_matrices: tuple[torch.Tensor, ...]
+    blur_neighbours: torch.Tensor
     vertex_index: torch.Tensor
     barycentric: torch.Tensor
     hashed: bool
@@ -201,17 +207,15 @@ def csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[i
         return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
 
 
-def _blur_matrix(
+def _blur_neighbours(
     codes: torch.Tensor,
     coords: torch.Tensor | None,
     step: torch.Tensor,
     codec: _Codec,
     batch: torch.Tensor,
-    dtype: torch.dtype,
 ) -> torch.Tensor:
-    """CSR (V, V) matrix of new[v] = ½ old[v] + ¼ (old[v + step] + old[v − step])."""
+    """(V, 2) int64: the vertex at v + step and at v − step, −1 where it is not in the lattice."""
     v = codes.shape[0]
-    device = codes.device
     neighbours = []
     for sign in (1, -1):
         if codec.hashed:
@@ -225,8 +229,15 @@ def _blur_matrix(
         if codec.hashed:
             found &= (coords[pos] == shifted).all(1)
         neighbours.append(torch.where(found, pos, -1))
+    return torch.stack(neighbours, 1)
+
+
+def blur_matrix(neighbours: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """CSR (V, V) matrix of new[v] = ½ old[v] + ¼ (old[v + step] + old[v − step]) from (V, 2) neighbours."""
+    v = neighbours.shape[0]
+    device = neighbours.device
     self_idx = torch.arange(v, device=device)
-    cols = torch.stack([neighbours[1], self_idx, neighbours[0]], 1)  # (V, 3), −1 = missing
+    cols = torch.stack([neighbours[:, 1], self_idx, neighbours[:, 0]], 1)  # (V, 3), −1 = missing
     vals = torch.tensor([0.25, 0.5, 0.25], dtype=dtype, device=device).expand(v, 3)
     cols, order = torch.sort(cols, dim=1)  # CSR wants sorted columns within a row
     vals = vals.gather(1, order)
@@ -264,7 +275,12 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
-def build_lattice(features: torch.Tensor, batch_size: int = 1, *, force_hash: bool = False) -> LatticeStructure:
+BUILDERS = ("auto", "torch", "numba")
+
+
+def build_lattice(
+    features: torch.Tensor, batch_size: int = 1, *, force_hash: bool = False, builder: str = "auto"
+) -> LatticeStructure:
     """Build the lattice of a batch of point sets.
 
     Args:
@@ -272,6 +288,9 @@ def build_lattice(features: torch.Tensor, batch_size: int = 1, *, force_hash: bo
             element b at rows b·N .. (b+1)·N − 1 (N = M / batch_size).
         batch_size: B; points of different batch elements never share a vertex.
         force_hash: use hashed codes even when packed codes fit (for testing the fallback).
+        builder: "torch" (vectorised, sorts all corner codes), "numba" (CPU tensors: a compiled per-point
+            pass and a hash table, :mod:`lab.lattice.numba_kernels`; the same lattice, several times
+            faster) or "auto" (Numba for CPU tensors when it is installed and packed codes fit).
 
     Returns:
         The :class:`LatticeStructure`; its float tensors have the dtype of ``features``.
@@ -281,10 +300,88 @@ def build_lattice(features: torch.Tensor, batch_size: int = 1, *, force_hash: bo
         >>> s.slice_matrix.shape[0], s.barycentric.shape
         (100, torch.Size([100, 3]))
     """
+    check_choice(builder, "builder", BUILDERS)
+    if builder != "torch" and not force_hash:
+        from lab.lattice import numba_kernels
+
+        if builder == "numba":
+            if features.device.type != "cpu":
+                raise ValueError(f"builder: 'numba' builds from CPU tensors, features are on {features.device}")
+            if not numba_kernels.available():
+                raise RuntimeError("builder='numba': Numba is not installed (pip install numba)")
+        if features.device.type == "cpu" and numba_kernels.available():
+            built = _build_numba(features, batch_size)
+            if built is not None:
+                return built
+    return _build_torch(features, batch_size, force_hash)
+
+
+def _build_numba(features: torch.Tensor, batch_size: int) -> LatticeStructure | None:
+    """The Numba build (see :func:`build_lattice`), or None where packed codes do not fit."""
+    from lab.lattice import numba_kernels
+
+    m, d = features.shape
+    dtype = features.dtype
+    f = features.detach().contiguous()
+    k = torch.arange(d, dtype=dtype)
+    scale = (d + 1) * math.sqrt(2.0 / 3.0) / torch.sqrt((k + 1) * (k + 2))  # as _elevate, same rounding
+    jj = torch.arange(d + 2, dtype=dtype)
+    numba_kernels.set_threads(torch.get_num_threads())
+    arrays = numba_kernels.build_arrays(f.numpy(), scale.numpy(), jj.numpy(), batch_size, _MAX_PACKED_BITS)
+    if arrays is None:
+        return None
+    t = {name: torch.from_numpy(a) if isinstance(a, np.ndarray) else a for name, a in arrays.items()}
+    num_vertices = t["codes"].shape[0]
+    vertex_batch = t["codes"] // arrays["batch_stride"]
+    splat_matrix = csr(t["splat_crow"], t["splat_col"], t["splat_val"], (num_vertices, m))
+    return _assemble(
+        t["vertex_index"], t["barycentric"], splat_matrix, t["neighbours"], vertex_batch, batch_size, False
+    )
+
+
+def _assemble(
+    vertex_index: torch.Tensor,
+    weights: torch.Tensor,
+    splat_matrix: torch.Tensor,
+    neighbours: torch.Tensor,
+    vertex_batch: torch.Tensor,
+    batch_size: int,
+    hashed: bool,
+) -> LatticeStructure:
+    """The :class:`LatticeStructure` from the corners, the splat matrix and the (d+1, V, 2) blur neighbours."""
+    m, dp1 = vertex_index.shape
+    num_vertices = neighbours.shape[1]
+    device = vertex_index.device
+    # Slice: row m = point m, columns its d+1 vertices, values the weights. The CPU kernels take columns in
+    # any order; cuSPARSE gets them sorted within each row.
+    cols, vals = vertex_index, weights
+    if device.type == "cuda":
+        cols, order = torch.sort(vertex_index, dim=1)
+        vals = weights.gather(1, order)
+    slice_crow = torch.arange(0, m * dp1 + 1, dp1, device=device)
+    slice_matrix = csr(slice_crow, cols.reshape(-1), vals.reshape(-1), (m, num_vertices))
+    return LatticeStructure(
+        d=dp1 - 1,
+        num_points=m,
+        batch_size=batch_size,
+        num_vertices=num_vertices,
+        batch_num_vertices=torch.bincount(vertex_batch, minlength=batch_size),
+        slice_matrix=slice_matrix,
+        splat_matrix=splat_matrix,
+        blur_matrices=tuple(blur_matrix(nb, weights.dtype) for nb in neighbours),
+        blur_neighbours=neighbours,
+        vertex_index=vertex_index,
+        barycentric=weights,
+        hashed=hashed,
+        kernel_scale=kernel_scale(dp1 - 1),
+    )
+
+
+def _build_torch(features: torch.Tensor, batch_size: int, force_hash: bool) -> LatticeStructure:
+    """The vectorised PyTorch build (see :func:`build_lattice`)."""
     m, d = features.shape
     dp1 = d + 1
     device = features.device
-    dtype = features.dtype
     n = m // batch_size
     batch = torch.arange(batch_size, device=device).repeat_interleave(n)  # (M,)
 
@@ -319,39 +416,18 @@ def build_lattice(features: torch.Tensor, batch_size: int = 1, *, force_hash: bo
             if not bool((coords[inverse.view(m, dp1)[:, k]] == _corner(rem0, rank, k)).all()):
                 raise RuntimeError("permutohedral lattice: 64-bit hash collision between vertex keys")
 
-    vertex_index = inverse.view(m, dp1)
-    # Slice: row m = point m, columns its d+1 vertices, values the weights. The CPU kernels take columns in
-    # any order; cuSPARSE gets them sorted within each row.
-    cols, vals = vertex_index, weights
-    if device.type == "cuda":
-        cols, order = torch.sort(vertex_index, dim=1)
-        vals = weights.gather(1, order)
-    slice_crow = torch.arange(0, m * dp1 + 1, dp1, device=device)
-    slice_matrix = csr(slice_crow, cols.reshape(-1), vals.reshape(-1), (m, num_vertices))
     # Splat = sliceᵀ: entries grouped by vertex (a stable sort keeps points in order within a vertex).
     splat_crow = torch.empty(num_vertices + 1, dtype=torch.int64, device=device)
     splat_crow[:-1] = starts
     splat_crow[-1] = codes.shape[0]
     splat_matrix = csr(splat_crow, by_vertex // dp1, weights.reshape(-1)[by_vertex], (num_vertices, m))
 
-    blurs = []
+    neighbours = []
     for j in range(dp1):
         step = torch.full((d,), -1, dtype=torch.int64, device=device)
         if j < d:
             step[j] = d  # step_j = (−1, …, −1) with entry j replaced by d
-        blurs.append(_blur_matrix(unique, coords, step, codec, vertex_batch, dtype))
-
-    return LatticeStructure(
-        d=d,
-        num_points=m,
-        batch_size=batch_size,
-        num_vertices=num_vertices,
-        batch_num_vertices=torch.bincount(vertex_batch, minlength=batch_size),
-        slice_matrix=slice_matrix,
-        splat_matrix=splat_matrix,
-        blur_matrices=tuple(blurs),
-        vertex_index=vertex_index,
-        barycentric=weights,
-        hashed=codec.hashed,
-        kernel_scale=kernel_scale(d),
+        neighbours.append(_blur_neighbours(unique, coords, step, codec, vertex_batch))
+    return _assemble(
+        inverse.view(m, dp1), weights, splat_matrix, torch.stack(neighbours), vertex_batch, batch_size, codec.hashed
     )

@@ -20,7 +20,7 @@ import torch
 
 from lab._checks import check_choice, check_finite, check_shape, check_tensor
 from lab.lattice.backend import resolve_backend
-from lab.lattice.build import LatticeStructure, available_memory, build_lattice, csr, estimate_build_bytes
+from lab.lattice.build import BUILDERS, LatticeStructure, available_memory, build_lattice, csr, estimate_build_bytes
 from lab.lattice.feature_grad import GaussianFilter, centred_features
 
 __all__ = ["NORMALIZATIONS", "PermutohedralLattice", "gaussian_filter"]
@@ -65,6 +65,9 @@ class PermutohedralLattice:
             and :meth:`splat`, :meth:`blur`, :meth:`slice` carry no feature gradient).
         backend: "auto" (Triton on CUDA, PyTorch otherwise), "torch" or "triton".
         force_hash: build with hashed vertex codes even where exact packed codes fit (testing).
+        builder: how the lattice is built: "auto" (compiled Numba kernels for CPU tensors when Numba is
+            installed, else PyTorch), "numba" or "torch"; both give the same lattice
+            (:func:`lab.lattice.build_lattice`).
 
     Values passed to :meth:`filter`, :meth:`splat` and :meth:`slice` take the layout of the features:
     (N, C) for (N, d) features, (B, C, H, W) for (B, d, H, W) features.
@@ -79,7 +82,10 @@ class PermutohedralLattice:
         True
     """
 
-    def __init__(self, features: torch.Tensor, *, backend: str = "auto", force_hash: bool = False) -> None:
+    def __init__(
+        self, features: torch.Tensor, *, backend: str = "auto", force_hash: bool = False, builder: str = "auto"
+    ) -> None:
+        check_choice(builder, "builder", BUILDERS)
         points, batch_size, image_shape = _features_to_points(features)
         if not features.is_floating_point():
             raise TypeError(f"features: expected a floating-point tensor, got {features.dtype}")
@@ -97,7 +103,9 @@ class PermutohedralLattice:
             )
         if points.dtype not in (torch.float32, torch.float64):
             points = points.float()
-        self.structure: LatticeStructure = build_lattice(points.detach(), batch_size, force_hash=force_hash)
+        self.structure: LatticeStructure = build_lattice(
+            points.detach(), batch_size, force_hash=force_hash, builder=builder
+        )
         # (M, d) features kept for the feature gradient; None unless they carry a graph
         self._grad_points: torch.Tensor | None = points if points.requires_grad else None
         self._image_shape = image_shape
