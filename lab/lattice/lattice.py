@@ -20,7 +20,14 @@ import torch
 
 from lab._checks import check_choice, check_finite, check_shape, check_tensor
 from lab.lattice.backend import resolve_backend
-from lab.lattice.build import BUILDERS, LatticeStructure, available_memory, build_lattice, csr, estimate_build_bytes
+from lab.lattice.build import (
+    BUILDERS,
+    LatticeStructure,
+    available_memory,
+    build_lattice,
+    compute_csr,
+    estimate_build_bytes,
+)
 from lab.lattice.feature_grad import GaussianFilter, centred_features
 
 __all__ = ["NORMALIZATIONS", "PermutohedralLattice", "gaussian_filter"]
@@ -156,7 +163,7 @@ class PermutohedralLattice:
             s = self.structure
 
             def cast(a: torch.Tensor) -> torch.Tensor:
-                return csr(a.crow_indices(), a.col_indices(), a.values().to(dtype), a.shape)
+                return compute_csr(a, dtype)
 
             self._matrices[dtype] = (
                 cast(s.slice_matrix),

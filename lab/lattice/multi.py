@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from lab._checks import check_choice, check_shape
-from lab.lattice.build import csr
+from lab.lattice.build import compute_csr, csr
 from lab.lattice.lattice import NORMALIZATIONS, PermutohedralLattice
 
 __all__ = ["MultiLatticeFilter", "filter_scales"]
@@ -171,7 +171,9 @@ class MultiLatticeFilter:
             )
             for j in range(axes)
         ]
-        self.blurs = _pair_products(blurs)
+        self.blurs = tuple(compute_csr(b, dtype) for b in _pair_products(blurs))
+        self.splat = compute_csr(self.splat, dtype)
+        self.slice_ = compute_csr(self.slice_, dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Σ_m w(m)·filter_m(x).
