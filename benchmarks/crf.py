@@ -6,7 +6,8 @@
 Both sides do the whole job from (image, unary) to Q: build the kernels' lattices, T iterations.
 pydensecrf: DenseCRF2D + addPairwiseGaussian(sxy=3, compat=3) + addPairwiseBilateral(sxy=80, srgb=13,
 compat=10) + inference(T) (symmetric normalisation, Potts). lab: mean_field(..., normalize="symmetric",
-keep=None) under torch.no_grad(), backend "torch". "lab" reuses the spatial kernel's lattice across calls
+keep=None) under torch.no_grad(), backend "torch" (lattices built by the compiled Numba build where Numba is
+installed; benchmarks/lattice.py times both builds). "lab" reuses the spatial kernel's lattice across calls
 of the same size (mean_field caches it: it depends on H, W and θγ only); "lab cold" clears that cache
 first, so it builds both lattices as pydensecrf does. The two sides alternate call by call (median of
 ``--repeat``), so machine load hits both alike. Ratios < 1 mean lab is faster.

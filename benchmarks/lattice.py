@@ -5,7 +5,9 @@
 
 Prints a table per kernel (d=5 bilateral θα=80 θβ=13; d=2 spatial θγ=3), C=21 channels, on
 scikit-image's astronaut resized, and the exact O(N²) filter's time where it fits, so O(N) vs O(N²) shows.
-Then the options for each stage (CSR sparse product vs gather / index_add_) at 0.25 MP.
+The build is timed both ways: "numba" (the compiled CPU build, the default where Numba is installed) and
+"torch" (the vectorised PyTorch build); they give the same lattice. Then the options for each stage (CSR
+sparse product vs gather / index_add_) at 0.25 MP.
 """
 
 from __future__ import annotations
@@ -42,9 +44,13 @@ def photo(side: int) -> torch.Tensor:
 
 
 def bench_sizes(sizes: list[float], exact_max_mp: float) -> None:
+    from lab.lattice import numba_kernels
+
+    builders = ["numba", "torch"] if numba_kernels.available() else ["torch"]
     print(f"\n## Build and filter (C={C}, float32, normalize='after', backend='torch')\n")
-    print("| kernel | MP | pixels | build ms | filter ms | vertices/pixel | exact filter ms |")
-    print("|---|---|---|---|---|---|---|")
+    cols = " | ".join(f"build ms ({b})" for b in builders)
+    print(f"| kernel | MP | pixels | {cols} | filter ms | vertices/pixel | exact filter ms |")
+    print("|---|---|---" + "|---" * len(builders) + "|---|---|---|")
     for kernel in ("bilateral d=5 (θα=80, θβ=13)", "spatial d=2 (θγ=3)"):
         for mp in sizes:
             side = SIZES_MP[mp]
@@ -54,7 +60,10 @@ def bench_sizes(sizes: list[float], exact_max_mp: float) -> None:
             else:
                 feats = lab.spatial_features(img, theta_gamma=3.0)
             q = torch.rand(1, C, side, side).softmax(1)
-            build = timeit(lambda f=feats: lab.PermutohedralLattice(f, backend="torch"), repeat=2)
+            builds = [
+                timeit(lambda f=feats, b=b: lab.PermutohedralLattice(f, backend="torch", builder=b), repeat=3)
+                for b in builders
+            ]
             lat = lab.PermutohedralLattice(feats, backend="torch")
             pts = lat.to_points(q).contiguous()
             filt = timeit(lambda lat=lat, pts=pts: lat.filter_points(pts), repeat=3)
@@ -64,7 +73,8 @@ def bench_sizes(sizes: list[float], exact_max_mp: float) -> None:
                 lab.exact_gaussian_filter(q, feats)
                 exact = f"{1e3 * (time.perf_counter() - t0):.0f}"
             print(
-                f"| {kernel} | {mp} | {side * side} | {1e3 * build:.0f} | {1e3 * filt:.1f} | "
+                f"| {kernel} | {mp} | {side * side} | {' | '.join(f'{1e3 * b:.0f}' for b in builds)} | "
+                f"{1e3 * filt:.1f} | "
                 f"{lat.num_vertices / lat.num_points:.3f} | {exact} |"
             )
 

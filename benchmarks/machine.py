@@ -18,12 +18,20 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def _numba() -> str:
+    try:
+        import numba
+    except ImportError:
+        return "numba not installed"
+    return f"numba {numba.__version__}"
+
+
 def describe(*extra: str) -> str:
     """One line: machine, cores, torch threads, load average, Python/torch/numpy versions, then ``extra``."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     parts = [
         f"machine: {cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, load {load:.1f}",
-        f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}",
+        f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, {_numba()}",
         *extra,
     ]
     return "; ".join(parts)

@@ -591,7 +591,7 @@ def mean_field(
     weights = params.weights(num_labels, dtype=dtype, device=unary.device)  # (K, L) w(m)_l
     compat = "potts" if params.is_potts else params.compat_matrix(num_labels).to(dtype)  # µ
 
-    u = kernels.to_points(unary.to(dtype))  # (M, L) U
+    u = kernels.to_points(unary.to(dtype)).contiguous()  # (M, L) U, channels-last: every step reads rows
     q = initialization(u)  # Q ← softmax(U)
     logits = u
     history = [q] if keep is not None else None
