@@ -44,7 +44,11 @@ def bundled_photos() -> dict[str, np.ndarray]:
     return photos
 
 
-@st.cache_resource(max_entries=8, show_spinner="Building the lattices (once per image and θ)…")
+@st.cache_resource(
+    max_entries=8,
+    show_spinner="Building the lattices (once per image and θ; the first build on a machine also compiles the CPU "
+    "kernels, about 20 s)…",
+)
 def kernels_for(image: np.ndarray, theta_alpha, theta_beta, theta_gamma, normalize, message_passing, backend):
     """The image's kernels, built once per (image, θ, normalisation, message passing, backend)."""
     params = CRFParams(theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma, normalize=normalize)
