@@ -207,14 +207,15 @@ class TestAgainstExact:
 class TestKL:
     @pytest.mark.parametrize("compat", ["potts", "matrix"])
     @pytest.mark.parametrize("normalize", ["none", "after"])
-    def test_kl_against_brute_force(self, compat, normalize):
+    @pytest.mark.parametrize("iterations", [2, 25])  # 25: 26 maps × 3 labels, filtered in two groups of ≤ 64
+    def test_kl_against_brute_force(self, compat, normalize, iterations):
         """Enumerate all L^N labelings of a 2 × 3 image: Σ_x Q(x) (log Q(x) + E(x)), E with every ordered
         pair i ≠ j; trace.kl adds the self pairs (as pydensecrf) in product form."""
         unary, image = small_problem(2, 3, num_labels=3, seed=4)
         g = torch.Generator().manual_seed(0)
         mu = torch.rand(3, 3, generator=g, dtype=torch.float64) if compat == "matrix" else crf.potts_compat(3).double()
         p = params(normalize, compat=mu if compat == "matrix" else "potts", theta_alpha=2.0, theta_gamma=1.5)
-        trace = mean_field(unary, image, p, 2, message_passing="exact")
+        trace = mean_field(unary, image, p, iterations, message_passing="exact")
         n, num_labels = 6, 3
         # Kernel matrices K(m)_ij, normalised as the model does (rows: "after"), from the exact filter.
         eye = torch.eye(n, dtype=torch.float64)
