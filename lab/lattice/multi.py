@@ -16,6 +16,7 @@ The result equals Σ_m w(m)·lattice_m.filter_points(x, normalize) up to float r
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -141,7 +142,7 @@ class MultiLatticeFilter:
         splat_crow, splat_col, splat_val = [torch.zeros(1, dtype=torch.int64, device=device)], [], []
         slice_col, slice_val = [], []
         v_off, nnz_off = 0, 0
-        for lat, w in zip(lattices, weights, strict=True):
+        for lat in lattices:
             s = lat.structure
             pre, post = filter_scales(lat, normalize, dtype)
             sp = s.splat_matrix  # (V, M): columns are points
@@ -152,18 +153,26 @@ class MultiLatticeFilter:
             sl = s.slice_matrix  # (M, V), exactly d+1 entries per row
             dp1 = s.d + 1
             slice_col.append(sl.col_indices().view(m, dp1) + v_off)
-            slice_val.append(sl.values().to(dtype).view(m, dp1) * (float(w) * post))  # diag(w · post) · Sᵀ
+            slice_val.append(sl.values().to(dtype).view(m, dp1) * post)  # diag(post) · Sᵀ; w(m) comes below
             v_off += s.num_vertices
             nnz_off += col.shape[0]
         self.num_vertices = v_off
         self.splat = csr(torch.cat(splat_crow), torch.cat(splat_col), torch.cat(splat_val), (v_off, m))
-        width = sum(c.shape[1] for c in slice_col)  # columns stay sorted: lattice blocks are in order
-        self.slice_ = csr(
-            torch.arange(0, m * width + 1, width, device=device),
-            torch.cat(slice_col, 1).reshape(-1),
-            torch.cat(slice_val, 1).reshape(-1),
-            (m, v_off),
+        # (M, Σ(d+1)): lattice m's corners in its block of columns (columns stay sorted: blocks are in order)
+        self._unit_slice_val = torch.cat(slice_val, 1)
+        self._widths = [c.shape[1] for c in slice_col]
+        width = sum(self._widths)
+        unit = compute_csr(
+            csr(
+                torch.arange(0, m * width + 1, width, device=device),
+                torch.cat(slice_col, 1).reshape(-1),
+                self._unit_slice_val.reshape(-1),
+                (m, v_off),
+            ),
+            dtype,
         )
+        self._slice_crow, self._slice_col = unit.crow_indices(), unit.col_indices()
+        self.slice_ = self._weighted_slice(weights)
         axes = max(lat.d + 1 for lat in lattices)
         blurs = [
             _block_diagonal(
@@ -173,7 +182,37 @@ class MultiLatticeFilter:
         ]
         self.blurs = tuple(compute_csr(b, dtype) for b in _pair_products(blurs))
         self.splat = compute_csr(self.splat, dtype)
-        self.slice_ = compute_csr(self.slice_, dtype)
+
+    def _weighted_slice(self, weights: Sequence[float]) -> torch.Tensor:
+        """The slice with each lattice's block of columns scaled by its weight: diag(w · post) · Sᵀ."""
+        m = self._unit_slice_val.shape[0]
+        if len(weights) != len(self._widths):
+            raise ValueError(f"weights: expected one weight per lattice ({len(self._widths)}), got {len(weights)}")
+        factor = torch.cat(
+            [torch.full((n,), float(w), dtype=self.dtype) for w, n in zip(weights, self._widths, strict=True)]
+        ).to(self._unit_slice_val.device)
+        values = (self._unit_slice_val * factor).reshape(-1)
+        return csr(self._slice_crow, self._slice_col, values, (m, self.num_vertices))
+
+    def with_weights(self, weights: Sequence[float]) -> MultiLatticeFilter:
+        """The same operator with other kernel weights: shares the splat and blurs, rescales the slice.
+
+        Args:
+            weights: K numbers w(m).
+
+        Returns:
+            A new :class:`MultiLatticeFilter` (this one is unchanged).
+
+        Example:
+            >>> f = torch.rand(100, 2) * 4
+            >>> lats = [PermutohedralLattice(f), PermutohedralLattice(f[:, :1])]
+            >>> op, x = MultiLatticeFilter(lats, [1.0, 1.0], "after"), torch.rand(100, 3)
+            >>> bool(torch.allclose(op.with_weights([2.0, 0.0])(x), MultiLatticeFilter(lats, [2.0, 0.0], "after")(x)))
+            True
+        """
+        other = copy.copy(self)
+        other.slice_ = self._weighted_slice(weights)
+        return other
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Σ_m w(m)·filter_m(x).

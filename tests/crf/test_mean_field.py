@@ -41,19 +41,20 @@ class TestIdentities:
         unary, image = small_problem()
         p = params(w_bilateral=0.0, w_spatial=0.0, compat=torch.rand(3, 3, dtype=torch.float64))
         trace = mean_field(unary, image, p, iterations=3, message_passing=message_passing)
-        # Bitwise: Q̌ = 0 exactly, so Q is the softmax over the labels of U itself (computed, as mean field
-        # does, with the labels as the contiguous last dimension: the reduction order is part of "exactly").
+        # Q̌ = 0 exactly, so Q is the softmax over the labels of U itself, to float64 rounding (mean field
+        # computes it as exp(U − max) / Σ for few labels, torch.softmax's reduction order may differ by an ulp)
         expected = torch.softmax(unary.permute(0, 2, 3, 1), -1).permute(0, 3, 1, 2)
-        assert torch.equal(trace.q, expected)
+        torch.testing.assert_close(trace.q, expected, rtol=0, atol=1e-15)
         assert torch.equal(trace.logits, unary)
         for q in trace.history:
-            assert torch.equal(q, expected)
+            torch.testing.assert_close(q, expected, rtol=0, atol=1e-15)
 
     def test_zero_iterations(self):
         unary, image = small_problem()
         trace = mean_field(unary, image, params(), iterations=0, keep="steps")
         assert torch.equal(trace.logits, unary)
-        assert torch.equal(trace.q, torch.softmax(unary.permute(0, 2, 3, 1), -1).permute(0, 3, 1, 2))
+        expected = torch.softmax(unary.permute(0, 2, 3, 1), -1).permute(0, 3, 1, 2)
+        torch.testing.assert_close(trace.q, expected, rtol=0, atol=1e-15)
         assert len(trace.history) == 1 and trace.steps == ()
 
     @pytest.mark.parametrize("message_passing", MESSAGE_PASSING)

@@ -31,6 +31,14 @@ def test_equals_weighted_sum_of_filters(normalize):
     scale = max(1.0, float(want.abs().max()))
     torch.testing.assert_close(op(x), want, atol=REL_ATOL * scale, rtol=0)
     assert len(op.blurs) == 3  # 6 axes of the d = 5 lattice, multiplied in pairs
+    # other weights (one of them from 0): the slice rescaled, the same splat and blurs, this op unchanged
+    for other in ([0.0, 2.5], [-1.0, 0.0]):
+        reweighted = op.with_weights(other)
+        want_other = sum(w * lat.filter_points(x, normalize) for w, lat in zip(other, lattices, strict=True))
+        scale = max(1.0, float(want_other.abs().max()))
+        torch.testing.assert_close(reweighted(x), want_other, atol=REL_ATOL * scale, rtol=0)
+        assert reweighted.splat is op.splat and reweighted.blurs is op.blurs
+    torch.testing.assert_close(op(x), want, atol=REL_ATOL * max(1.0, float(want.abs().max())), rtol=0)
 
 
 @pytest.mark.parametrize("normalize", ["none", "after", "symmetric"])
