@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "build_lattice",
     "compute_csr",
     "estimate_build_bytes",
+    "pair_products",
 ]
 
 _MAX_PACKED_BITS = 62
@@ -228,6 +230,25 @@ def compute_csr(a: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if max(a.shape[0], a.shape[1], col.shape[0]) <= _INT32_MAX:
         crow, col = crow.to(torch.int32), col.to(torch.int32)
     return csr(crow, col, a.values().to(dtype), tuple(a.shape))
+
+
+def pair_products(blurs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """[B0, B1, B2, …] → [B1·B0, B3·B2, …]: half the passes over the vertex values for the same result.
+
+    Each product has at most 9 entries per row (3 × 3 stencil points; fewer where neighbours are missing);
+    the product of all d+1 axes would be far denser. Falls back to the single axes where the sparse
+    product is not supported.
+    """
+    out = []
+    for i in range(0, len(blurs), 2):
+        if i + 1 == len(blurs):
+            out.append(blurs[i])
+            continue
+        try:
+            out.append(blurs[i + 1] @ blurs[i])
+        except (RuntimeError, NotImplementedError):
+            out.extend(blurs[i : i + 2])
+    return tuple(out)
 
 
 def _blur_neighbours(

@@ -27,6 +27,7 @@ from lab.lattice.build import (
     build_lattice,
     compute_csr,
     estimate_build_bytes,
+    pair_products,
 )
 from lab.lattice.feature_grad import GaussianFilter, centred_features
 
@@ -117,7 +118,8 @@ class PermutohedralLattice:
         self._grad_points: torch.Tensor | None = points if points.requires_grad else None
         self._image_shape = image_shape
         self._dtype = points.dtype
-        self._matrices: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        # dtype → (slice, splat, blur passes, reverse-blur passes)
+        self._matrices: dict[torch.dtype, tuple] = {}
         self._norm: dict[torch.dtype, torch.Tensor] = {}
 
     # ----------------------------------------------------------------------------------------- shapes
@@ -165,10 +167,14 @@ class PermutohedralLattice:
             def cast(a: torch.Tensor) -> torch.Tensor:
                 return compute_csr(a, dtype)
 
+            blurs = [compute_csr(b, dtype) for b in s.blur_matrices]
+            # consecutive axes multiplied into one matrix (≤ 9 entries a row): half the passes over the vertex
+            # values, for the blur and, in the other order (each axis is symmetric), for its adjoint
             self._matrices[dtype] = (
                 cast(s.slice_matrix),
                 cast(s.splat_matrix),
-                tuple(cast(b) for b in s.blur_matrices),
+                tuple(cast(b) for b in pair_products(blurs)),
+                tuple(cast(b) for b in pair_products(blurs[::-1])),
             )
         return self._matrices[dtype]
 
@@ -195,8 +201,7 @@ class PermutohedralLattice:
         if self.backend == "triton":
             tk = self._triton_kernels()
             return tk.lattice_blur(y, tk.triton_lattice(self.structure), reverse)
-        blurs = self._ops(y.dtype)[2]
-        for b in reversed(blurs) if reverse else blurs:
+        for b in self._ops(y.dtype)[3 if reverse else 2]:
             y = b @ y
         return y
 

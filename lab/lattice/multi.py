@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from lab._checks import check_choice, check_shape
-from lab.lattice.build import compute_csr, csr
+from lab.lattice.build import compute_csr, csr, pair_products
 from lab.lattice.lattice import NORMALIZATIONS, PermutohedralLattice
 
 __all__ = ["MultiLatticeFilter", "filter_scales"]
@@ -81,25 +81,6 @@ def _block_diagonal(blocks: Sequence[torch.Tensor | int], dtype: torch.dtype, de
         row_off += n
         nnz_off += col.shape[0]
     return csr(torch.cat(crows), torch.cat(cols), torch.cat(vals), (row_off, row_off))
-
-
-def _pair_products(blurs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """[B0, B1, B2, …] → [B1·B0, B3·B2, …]: half the passes over the vertex values for the same result.
-
-    Each product has at most 9 entries per row (3 × 3 stencil points; fewer where neighbours are missing);
-    the product of all d+1 axes would be far denser. Falls back to the single axes where the sparse
-    product is not supported.
-    """
-    out = []
-    for i in range(0, len(blurs), 2):
-        if i + 1 == len(blurs):
-            out.append(blurs[i])
-            continue
-        try:
-            out.append(blurs[i + 1] @ blurs[i])
-        except (RuntimeError, NotImplementedError):
-            out.extend(blurs[i : i + 2])
-    return tuple(out)
 
 
 class MultiLatticeFilter:
@@ -180,7 +161,7 @@ class MultiLatticeFilter:
             )
             for j in range(axes)
         ]
-        self.blurs = tuple(compute_csr(b, dtype) for b in _pair_products(blurs))
+        self.blurs = tuple(compute_csr(b, dtype) for b in pair_products(blurs))
         self.splat = compute_csr(self.splat, dtype)
 
     def _weighted_slice(self, weights: Sequence[float]) -> torch.Tensor:
