@@ -159,24 +159,30 @@ class PermutohedralLattice:
         return points.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
     # ------------------------------------------------------------------------------- linear operators
-    def _ops(self, dtype: torch.dtype):
-        """(slice, splat, blurs) as sparse matrices of ``dtype``, cached per dtype."""
+    def _ops(self, dtype: torch.dtype, reverse_blur: bool = False):
+        """[slice, splat, blur passes, reverse-blur passes] as sparse matrices of ``dtype``, cached per dtype.
+
+        The reverse passes are made when ``reverse_blur`` first asks for them (the adjoint, backward passes).
+        """
         if dtype not in self._matrices:
             s = self.structure
 
             def cast(a: torch.Tensor) -> torch.Tensor:
                 return compute_csr(a, dtype)
 
-            blurs = [compute_csr(b, dtype) for b in s.blur_matrices]
             # consecutive axes multiplied into one matrix (≤ 9 entries a row): half the passes over the vertex
-            # values, for the blur and, in the other order (each axis is symmetric), for its adjoint
-            self._matrices[dtype] = (
+            # values; the adjoint's pairs (the other order: each axis is symmetric) are made on first use
+            blurs = [compute_csr(b, dtype) for b in s.blur_matrices]
+            self._matrices[dtype] = [
                 cast(s.slice_matrix),
                 cast(s.splat_matrix),
                 tuple(cast(b) for b in pair_products(blurs)),
-                tuple(cast(b) for b in pair_products(blurs[::-1])),
-            )
-        return self._matrices[dtype]
+                blurs,
+            ]
+        ops = self._matrices[dtype]
+        if reverse_blur and isinstance(ops[3], list):
+            ops[3] = tuple(compute_csr(b, dtype) for b in pair_products(ops[3][::-1]))
+        return ops
 
     def _triton_kernels(self):
         """The Triton launchers (:mod:`lab.lattice.triton_kernels`), imported on first use only."""
@@ -201,7 +207,7 @@ class PermutohedralLattice:
         if self.backend == "triton":
             tk = self._triton_kernels()
             return tk.lattice_blur(y, tk.triton_lattice(self.structure), reverse)
-        for b in self._ops(y.dtype)[3 if reverse else 2]:
+        for b in self._ops(y.dtype, reverse)[3 if reverse else 2]:
             y = b @ y
         return y
 
