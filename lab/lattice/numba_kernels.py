@@ -14,7 +14,7 @@ distinct vertices (V is usually 10–50 times smaller). Here:
 
 Numba is optional: :func:`available` says whether it imports, and ``build_lattice`` falls back to PyTorch.
 Compiled functions are cached on disk (``cache=True``), so only the first call on a machine compiles
-(about 15 s). Calls are serialised by a lock, which keeps them safe under Numba's "workqueue" threading
+(about 20 s for float32 and float64; ``make`` does it right after installing). Calls are serialised by a lock, which keeps them safe under Numba's "workqueue" threading
 layer (not thread-safe; Streamlit runs each session's script in its own thread).
 """
 
@@ -324,7 +324,8 @@ def _remainder0_bounds(features: np.ndarray, scale: np.ndarray) -> tuple[np.ndar
         a[j, j:] = sc[j:]
         if j > 0:
             a[j, j - 1] = -j * sc[j - 1]
-    fmin, fmax = minmax(features, _CHUNK)
+    with _LOCK:
+        fmin, fmax = minmax(features, _CHUNK)
     e_lo = np.minimum(a * fmin, a * fmax).sum(1)
     e_hi = np.maximum(a * fmin, a * fmax).sum(1)
     slack = 1e-5 * np.maximum(np.abs(e_lo), np.abs(e_hi)) + 1  # the float32 rounding of the elevation
