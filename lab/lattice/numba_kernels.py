@@ -14,8 +14,9 @@ distinct vertices (V is usually 10–50 times smaller). Here:
 
 Numba is optional: :func:`available` says whether it imports, and ``build_lattice`` falls back to PyTorch.
 Compiled functions are cached on disk (``cache=True``), so only the first call on a machine compiles
-(about 20 s for float32 and float64; ``make`` does it right after installing). Calls are serialised by a lock, which keeps them safe under Numba's "workqueue" threading
-layer (not thread-safe; Streamlit runs each session's script in its own thread).
+(about 20 s for float32 and float64; ``make`` does it right after installing). Calls are serialised by a
+lock, which keeps them safe under Numba's "workqueue" threading layer (not thread-safe; Streamlit runs
+each session's script in its own thread).
 """
 
 from __future__ import annotations
