@@ -105,11 +105,16 @@ def kernel_scale(d: int) -> float:
     return covolume / volume_factor / (2 * math.pi) ** (d / 2)
 
 
+def _elevation_scale(d: int, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
+    """(d,) per-coordinate scales of the elevation: (d+1)·sqrt(2/3) / sqrt((k+1)(k+2)), in ``dtype``."""
+    k = torch.arange(d, dtype=dtype, device=device)
+    return (d + 1) * math.sqrt(2.0 / 3.0) / torch.sqrt((k + 1) * (k + 2))
+
+
 def _elevate(f: torch.Tensor) -> torch.Tensor:
     """(M, d) features → (M, d+1) coordinates on the plane Σ = 0, scaled so that the filter has unit σ."""
     m, d = f.shape
-    k = torch.arange(d, dtype=f.dtype, device=f.device)
-    scale = (d + 1) * math.sqrt(2.0 / 3.0) / torch.sqrt((k + 1) * (k + 2))
+    scale = _elevation_scale(d, f.dtype, f.device)
     c = f * scale  # c_k = f_k · scale_k
     suffix = c.flip(1).cumsum(1).flip(1)  # suffix[:, j] = Σ_{k ≥ j} c_k
     elevated = torch.empty(m, d + 1, dtype=f.dtype, device=f.device)
@@ -367,8 +372,7 @@ def _build_numba(features: torch.Tensor, batch_size: int) -> LatticeStructure | 
     m, d = features.shape
     dtype = features.dtype
     f = features.detach().contiguous()
-    k = torch.arange(d, dtype=dtype)
-    scale = (d + 1) * math.sqrt(2.0 / 3.0) / torch.sqrt((k + 1) * (k + 2))  # as _elevate, same rounding
+    scale = _elevation_scale(d, dtype)  # as _elevate: the same rounding, so the same lattice
     jj = torch.arange(d + 2, dtype=dtype)
     numba_kernels.set_threads(torch.get_num_threads())
     arrays = numba_kernels.build_arrays(f.numpy(), scale.numpy(), jj.numpy(), batch_size, _MAX_PACKED_BITS)

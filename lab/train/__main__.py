@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             for row in doc["rows"]:
                 ctx.log(f"{row['method']:>18}: {100 * row['miou_mean']:.1f} ± {100 * row['miou_std']:.1f}")
             ctx.log(f"wrote {args.out}/paper_table.md, paper_table.json and figures")
-    finally:
+    except BaseException:
         distributed.shutdown(ctx)
+        raise
+    distributed.shutdown(ctx, synchronize=True)
     return 0
 
 

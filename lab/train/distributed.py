@@ -88,7 +88,16 @@ def init(device: str = "auto") -> Context:
     return Context(rank=dist.get_rank(), world_size=dist.get_world_size(), device=dev)
 
 
-def shutdown(ctx: Context) -> None:
-    """Leave the process group (if any)."""
+def shutdown(ctx: Context, synchronize: bool = False) -> None:
+    """Leave the process group (if any).
+
+    Args:
+        ctx: this process's context.
+        synchronize: wait at a barrier first, so that no rank tears down Gloo's threads while another is
+            still communicating (a rank once died with "terminate called without an active exception" at
+            exit). Only on the success path: after a failure the other ranks may never arrive.
+    """
     if ctx.distributed and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()

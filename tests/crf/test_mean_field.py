@@ -9,7 +9,7 @@ from crf_inputs import image_tensor, photo, small_problem, synthetic_unary
 
 import lab.crf as crf
 from lab.crf import CRFKernels, CRFParams, mean_field
-from lab.crf.mean_field import _fused_iteration_triton
+from lab.crf.mean_field import _fused_iteration_triton, softmax
 
 NORMALIZATIONS = ["none", "after", "symmetric"]
 MESSAGE_PASSING = ["lattice", "exact", "window"]
@@ -205,6 +205,22 @@ class TestAgainstExact:
             assert err <= bound, err
 
 
+class TestSoftmax:
+    @pytest.mark.parametrize("num_labels", [1, 2, 5, 15, 16, 21])
+    def test_matches_torch_softmax(self, num_labels):
+        """The exp/Σ form below 16 labels (and torch.softmax from 16) against torch.softmax, large scores too."""
+        x = torch.randn(300, num_labels, generator=torch.Generator().manual_seed(num_labels)) * 30
+        x[0] = 1e4  # exp would overflow without the max subtracted
+        want = torch.softmax(x, 1)
+        got = softmax(x, 1)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(softmax(x.t().contiguous(), 0), want.t(), rtol=1e-6, atol=1e-7)
+
+    def test_keeps_the_gradient(self):
+        x = torch.randn(20, 4, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda t: softmax(t, 1), (x,))
+
+
 class TestKL:
     @pytest.mark.parametrize("compat", ["potts", "matrix"])
     @pytest.mark.parametrize("normalize", ["none", "after"])
@@ -247,6 +263,12 @@ class TestKL:
         kl = trace.kl[0]
         assert kl.shape == (7,)
         assert bool((kl[1:] < kl[0]).all()), kl  # mean field moves Q away from softmax(U) downhill
+
+    def test_kl_gradient_against_finite_differences(self):
+        q = torch.softmax(torch.randn(12, 3, dtype=torch.float64), 1).requires_grad_()
+        u = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
+        t = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda *a: crf.kl_divergence(*a, batch_size=2), (q, u, t))
 
     def test_kl_needs_history(self):
         unary, image = small_problem()

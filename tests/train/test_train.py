@@ -185,8 +185,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         torch.save(
             {"model": model.state_dict(), "loss": hist["loss"], "world": ctx.world_size}, Path(out) / f"rank{rank}.pt"
         )
-    finally:
+    except BaseException:
         distributed.shutdown(ctx)
+        raise
+    distributed.shutdown(ctx, synchronize=True)
 
 
 def test_two_processes_end_with_identical_weights(tmp_path):
