@@ -158,28 +158,121 @@ class TestLoadImage:
         data = _encode(Image.fromarray(self.rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), "PNG")
         path = tmp_path / "cut.png"
         path.write_bytes(data[: len(data) // 2])
-        with pytest.raises(ValueError, match=r"^source: could not decode '.*cut\.png' as an image"):
+        with pytest.raises(ValueError, match=r"^.*cut\.png: could not decode as an image: the file is truncated"):
             load_image(path)
 
     def test_truncated_jpeg_bytes(self):
         data = _encode(Image.fromarray(self.rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), "JPEG")
-        with pytest.raises(ValueError, match=r"^source: could not decode \d+ bytes as an image"):
+        with pytest.raises(ValueError, match=r"^the uploaded bytes: could not decode as an image"):
             load_image(data[: len(data) // 3])
 
     def test_text_named_png(self, tmp_path):
         path = tmp_path / "notes.png"
         path.write_text("this is not an image\n")
-        with pytest.raises(ValueError, match=r"^source: could not decode .*UnidentifiedImageError"):
+        with pytest.raises(ValueError, match=r"notes\.png: could not decode as an image: not an image in a format"):
             load_image(path)
 
     def test_empty_bytes(self):
-        with pytest.raises(ValueError, match=r"^source: could not decode 0 bytes"):
-            load_image(b"")
+        with pytest.raises(ValueError, match=r"^up\.png: could not decode as an image: empty \(0 bytes\)"):
+            load_image(b"", name="up.png")
 
     def test_missing_file(self, tmp_path):
-        with pytest.raises(FileNotFoundError, match="source: no such file"):
+        with pytest.raises(FileNotFoundError, match=r"absent\.png: no such file"):
             load_image(tmp_path / "absent.png")
+
+    def test_folder(self, tmp_path):
+        with pytest.raises(ValueError, match="a folder, not an image file"):
+            load_image(tmp_path)
 
     def test_wrong_type(self):
         with pytest.raises(TypeError, match="source: expected a path or bytes, got ndarray"):
             load_image(self.rgb)
+
+    @pytest.mark.parametrize("data", [b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
+    def test_messages_name_the_upload_never_the_stream(self, data):
+        with pytest.raises(ValueError) as info:
+            load_image(data, name="holiday.png")
+        assert str(info.value).startswith("holiday.png: ")
+        assert "BytesIO" not in str(info.value) and "0x" not in str(info.value)
+
+    def test_svg_is_refused_with_a_hint(self, tmp_path):
+        svg = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"></svg>'
+        with pytest.raises(ValueError, match=r"logo\.svg: .*SVG \(vector\) image, which is not supported"):
+            load_image(svg, name="logo.svg")
+        (tmp_path / "logo.svg").write_bytes(svg)
+        with pytest.raises(ValueError, match=r"logo\.svg: .*SVG"):
+            load_image(tmp_path / "logo.svg")
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of ``width`` × ``height`` (all black): tiny on disk, ``width * height`` bytes once decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    idat = zlib.compress(row * height, 9)
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+class TestPixelCap:
+    def test_default_cap_is_about_fifty_megapixels(self):
+        assert 40_000_000 <= photos_module.DEFAULT_MAX_PIXELS <= 60_000_000
+
+    def test_huge_small_png_is_refused_from_its_header(self, tmp_path, monkeypatch):
+        data = _png_header_only(12000, 12000)
+        assert len(data) < 100_000  # a small file claiming 144 MP
+        path = tmp_path / "bomb.png"
+        path.write_bytes(data)
+
+        def no_decoding(self, *args, **kwargs):
+            raise AssertionError("the image was decoded before the size check")
+
+        monkeypatch.setattr(Image.Image, "load", no_decoding)
+        monkeypatch.setattr("PIL.ImageFile.ImageFile.load", no_decoding)
+        with pytest.raises(photos_module.ImageTooLargeError) as info:
+            load_image(path)
+        msg = str(info.value)
+        assert msg.startswith(f"{path}: 12000 × 12000")
+        assert "50,000,000" in msg and "max_pixels" in msg
+        assert (info.value.width, info.value.height) == (12000, 12000)
+        with pytest.raises(ValueError, match=r"^big\.png: 12000 × 12000"):
+            load_image(data, name="big.png")
+        with pytest.raises(ValueError, match=r"^the uploaded bytes: 12000 × 12000"):
+            load_image(data)
+
+    def test_no_decompression_bomb_warning_leaks(self, tmp_path):
+        import warnings
+
+        path = tmp_path / "bomb.png"
+        path.write_bytes(_png_header_only(12000, 12000))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would raise here
+            with pytest.raises(photos_module.ImageTooLargeError):
+                load_image(path)
+
+    def test_pillow_bomb_error_becomes_a_value_error_naming_the_file(self):
+        data = _png_header_only(15000, 15000)  # 225 MP: above Pillow's own error limit (2 × 89.5 MP)
+        with pytest.raises(ValueError, match=r"^huge\.png: larger than Pillow's decompression-bomb limit"):
+            load_image(data, max_pixels=None, name="huge.png")
+
+    def test_cap_can_be_raised_or_lifted(self, monkeypatch):
+        import warnings
+
+        data = _encode(Image.new("RGB", (20, 10)), "PNG")
+        with pytest.raises(ValueError, match=r"20 × 10 = 200 pixels, more than max_pixels = 199"):
+            load_image(data, max_pixels=199)
+        assert load_image(data, max_pixels=200).shape == (10, 20, 3)
+        # in Pillow's warning band (above MAX_IMAGE_PIXELS, below twice it) a lifted cap loads, silently
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert load_image(data, max_pixels=None).shape == (10, 20, 3)
+
+    @pytest.mark.parametrize("bad", [0, -5, 2.5, "100", True])
+    def test_bad_cap(self, bad):
+        with pytest.raises(ValueError, match="max_pixels: expected a positive integer or None"):
+            load_image(b"x", max_pixels=bad)
