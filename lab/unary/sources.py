@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from lab.crf.unary import unary_from_labels, unary_from_softmax
 
 __all__ = [
+    "MAX_LABELS",
     "coarse_colour_clusters",
     "load_compat",
     "load_probability_map",
@@ -27,6 +28,10 @@ __all__ = [
 ]
 
 _NPZ_KEYS = ("prob", "probs", "probabilities", "q", "unary", "logits", "scores")
+
+MAX_LABELS = 256
+"""The most labels a source gives unless told otherwise: label maps are written as palette PNGs, whose
+pixel values are 0..255, and the lab's palette has 256 colours."""
 
 
 def _check_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -134,7 +139,12 @@ def unary_from_coarse_labels(
 
 
 def unary_from_annotation(
-    annotation: np.ndarray, confidence: float = 0.7, shape: tuple[int, int] | None = None
+    annotation: np.ndarray,
+    confidence: float = 0.7,
+    shape: tuple[int, int] | None = None,
+    *,
+    name: str = "annotation",
+    max_labels: int | None = MAX_LABELS,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """U from an annotation image: each distinct non-black colour is a label, black means unknown.
 
@@ -145,6 +155,9 @@ def unary_from_annotation(
         annotation: (H, W, 3) uint8, drawn over (or beside) the image.
         confidence: probability of the annotated label, in (0, 1).
         shape: the image's (H, W); the annotation must match it.
+        name: what to call the annotation in messages (e.g. its file name).
+        max_labels: refuse annotations with more colours than this (:data:`MAX_LABELS`, 256: what a palette
+            PNG label map holds); ``None`` allows any number.
 
     Returns:
         U (1, L, H, W) float32 and the (L, 3) uint8 colours of labels 0..L−1 (sorted by colour value).
@@ -155,17 +168,28 @@ def unary_from_annotation(
         >>> u.shape, colours.tolist()
         (torch.Size([1, 2, 2, 3]), [[0, 0, 255], [255, 0, 0]])
     """
-    annotation = _check_rgb(annotation, "annotation")
+    annotation = _check_rgb(annotation, name)
+    if annotation.dtype != np.uint8 and not (
+        np.issubdtype(annotation.dtype, np.integer) and annotation.min() >= 0 and annotation.max() <= 255
+    ):
+        raise ValueError(f"{name}: expected uint8 colours 0..255, got {annotation.dtype}")
     if shape is not None and tuple(annotation.shape[:2]) != tuple(shape):
-        raise ValueError(f"annotation: expected size {tuple(shape)} (H, W) like the image, got {annotation.shape[:2]}")
+        raise ValueError(f"{name}: expected size {tuple(shape)} (H, W) like the image, got {annotation.shape[:2]}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
     flat = annotation.reshape(-1, 3).astype(np.int64)
     code = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
     values, inverse = np.unique(code, return_inverse=True)
     known = values != 0  # black = unknown
-    if known.sum() < 2:
-        raise ValueError(f"annotation: expected at least two label colours besides black, got {int(known.sum())}")
+    n_colours = int(known.sum())
+    if n_colours < 2:
+        raise ValueError(f"{name}: expected at least two label colours besides black, got {n_colours}")
+    if max_labels is not None and n_colours > max_labels:
+        raise ValueError(
+            f"{name}: {n_colours} colours besides black, more than the {max_labels}-label limit (label maps are "
+            "palette PNGs, values 0..255); an annotation is drawn in a few flat colours, while a photo or a "
+            "JPEG-compressed annotation has thousands"
+        )
     # labels: 0 = unknown, 1..L = the colours in sorted order
     index = np.cumsum(known) * known
     labels = index[inverse].reshape(annotation.shape[:2])
@@ -175,26 +199,68 @@ def unary_from_annotation(
     return unary, rgb
 
 
+def _source_name(source: object, name: str | None) -> str:
+    if name is not None:
+        return name
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "the uploaded bytes"
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    raise TypeError(f"source: expected a path or bytes, got {type(source).__name__}")
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why numpy refused a file, in a user's words."""
+    text = str(exc)
+    if "allow_pickle" in text or "pickle" in type(exc).__name__.lower():
+        return "it holds pickled Python objects, which are never loaded because they can run code; save a numeric array"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _read_array(source: str | os.PathLike | bytes, name: str, keys: tuple[str, ...]) -> np.ndarray:
-    data = source if isinstance(source, bytes | bytearray | memoryview) else None
+    """The array in a .npy, or the one (or the named one) in an .npz; a ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ValueError(f"{name}: not a readable .npy/.npz file (empty: 0 bytes)")
+        target: io.BytesIO | str | os.PathLike = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"{name}: no such file")
+        if os.path.isdir(source):
+            raise ValueError(f"{name}: a folder, not a .npy/.npz file")
+        target = source
+    else:
+        raise TypeError(f"source: expected a path or bytes, got {type(source).__name__}")
     try:
-        loaded = np.load(io.BytesIO(bytes(data)) if data is not None else source, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # numpy raises several types for a bad file
-        raise ValueError(f"{name}: not a readable .npy/.npz file ({type(exc).__name__}: {exc})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            names = list(loaded.files)
-            key = next((k for k in keys if k in names), names[0] if len(names) == 1 else None)
-            if key is None:
-                raise ValueError(f"{name}: an .npz with several arrays {names}; name one of them {list(keys)}")
-            return loaded[key]
-    return loaded
+        loaded = np.load(target, allow_pickle=False)
+    except Exception as exc:  # numpy raises many types for a bad file (ValueError, EOFError, BadZipFile, OSError)
+        raise ValueError(f"{name}: not a readable .npy/.npz file ({_load_failure(exc)})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        if not names:
+            raise ValueError(f"{name}: an .npz with no arrays in it")
+        key = next((k for k in keys if k in names), names[0] if len(names) == 1 else None)
+        if key is None:
+            raise ValueError(f"{name}: an .npz with several arrays {names}; name one of them {list(keys)}")
+        try:
+            return loaded[key]  # read and decompressed here: a corrupt member fails now
+        except Exception as exc:  # zlib.error, BadZipFile, EOFError, ValueError, ...
+            raise ValueError(f"{name}: array {key!r} of the .npz is not readable ({_load_failure(exc)})") from None
+
+
+def _check_numeric(arr: np.ndarray, name: str, expected: str) -> None:
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name}: expected {expected} of integers or floats, got dtype {arr.dtype} {arr.shape}")
 
 
 def load_probability_map(
-    source: str | os.PathLike | bytes, shape: tuple[int, int], name: str = "probability map"
+    source: str | os.PathLike | bytes,
+    shape: tuple[int, int],
+    name: str | None = None,
+    *,
+    max_labels: int | None = MAX_LABELS,
 ) -> tuple[torch.Tensor, list[str]]:
     """U from a saved probability or score map, resized to the image.
 
@@ -205,19 +271,38 @@ def load_probability_map(
     Args:
         source: a path or the file's bytes (.npy, or .npz with one array or a key among prob/probs/q/unary/logits).
         shape: the image's (H, W).
-        name: what to call the file in messages.
+        name: what to call the file in messages; default the path, or "the uploaded bytes".
+        max_labels: refuse maps with more labels (:data:`MAX_LABELS`, 256: what a palette PNG label map
+            holds); ``None`` allows any number.
 
     Returns:
         U (1, L, H, W) float32, and notes for the user (layout, interpretation, resizing).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        TypeError: ``source`` is neither a path nor bytes.
+        ValueError: the file is not a readable .npy/.npz (truncated, corrupt, pickled objects, an .npz member
+            missing or corrupt), or its array is not a 3-D map of finite integers or floats with 2 to
+            ``max_labels`` labels. Every message starts with the file's name.
+
+    Example:
+        >>> buf = io.BytesIO(); np.save(buf, np.full((4, 5, 2), 0.5))
+        >>> u, notes = load_probability_map(buf.getvalue(), (4, 5), name="p.npy")
+        >>> u.shape, notes[0]
+        (torch.Size([1, 2, 4, 5]), 'read as (H, W, L) with L = 2')
     """
+    name = _source_name(source, name)
     arr = _read_array(source, name, _NPZ_KEYS)
-    if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.number):
+    if arr.ndim != 3:
         raise ValueError(f"{name}: expected a 3-D numeric array (H, W, L) or (L, H, W), got {arr.dtype} {arr.shape}")
+    _check_numeric(arr, name, "a 3-D array (H, W, L) or (L, H, W)")
+    if 0 in arr.shape:
+        raise ValueError(f"{name}: expected a non-empty array, got shape {arr.shape}")
     h, w = shape
     notes = []
     aspect = h / w
-    hwl = arr.shape[0] / max(arr.shape[1], 1)
-    lhw = arr.shape[1] / max(arr.shape[2], 1)
+    hwl = arr.shape[0] / arr.shape[1]
+    lhw = arr.shape[1] / arr.shape[2]
     if arr.shape[:2] == (h, w) or (arr.shape[1:] != (h, w) and abs(np.log(hwl / aspect)) < abs(np.log(lhw / aspect))):
         arr = np.moveaxis(arr, 2, 0)
         notes.append(f"read as (H, W, L) with L = {arr.shape[0]}")
@@ -225,9 +310,15 @@ def load_probability_map(
         notes.append(f"read as (L, H, W) with L = {arr.shape[0]}")
     if arr.shape[0] < 2:
         raise ValueError(f"{name}: expected at least 2 labels, got {arr.shape[0]}")
-    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    if max_labels is not None and arr.shape[0] > max_labels:
+        raise ValueError(
+            f"{name}: {arr.shape[0]} labels ({notes[0][5:]}), more than the {max_labels}-label limit "
+            "(label maps are palette PNGs, values 0..255)"
+        )
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, refused just below
+        x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name}: expected finite values, got NaN or Inf")
+        raise ValueError(f"{name}: expected finite values (as float32), got NaN or Inf")
     sums = x.sum(0)
     if float(x.min()) >= 0 and float(x.max()) <= 1 and bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3)):
         unary = torch.log(x.clamp_min(1e-5))
@@ -241,17 +332,34 @@ def load_probability_map(
     return unary[None].contiguous(), notes
 
 
-def load_compat(source: str | os.PathLike | bytes, num_labels: int, name: str = "compatibility matrix") -> torch.Tensor:
+def load_compat(source: str | os.PathLike | bytes, num_labels: int, name: str | None = None) -> torch.Tensor:
     """An (L, L) compatibility matrix µ from a .npy/.npz file (row l: the penalty of l against each l').
+
+    Args:
+        source: a path or the file's bytes (.npy, or .npz with one array or one named compat or mu).
+        num_labels: L.
+        name: what to call the file in messages; default the path, or "the uploaded bytes".
+
+    Returns:
+        µ (L, L) float32.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        TypeError: ``source`` is neither a path nor bytes.
+        ValueError: the file is unreadable or its array is not (L, L) finite integers or floats; the message
+            starts with the file's name.
 
     Example:
         >>> buf = io.BytesIO(); np.save(buf, 1 - np.eye(3)); load_compat(buf.getvalue(), 3).shape
         torch.Size([3, 3])
     """
+    name = _source_name(source, name)
     arr = _read_array(source, name, ("compat", "mu"))
-    if arr.shape != (num_labels, num_labels) or not np.issubdtype(arr.dtype, np.number):
+    if arr.shape != (num_labels, num_labels):
         raise ValueError(f"{name}: expected an ({num_labels}, {num_labels}) numeric array, got {arr.dtype} {arr.shape}")
-    mu = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    _check_numeric(arr, name, f"an ({num_labels}, {num_labels}) array")
+    with np.errstate(over="ignore"):
+        mu = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     if not bool(torch.isfinite(mu).all()):
-        raise ValueError(f"{name}: expected finite values, got NaN or Inf")
+        raise ValueError(f"{name}: expected finite values (as float32), got NaN or Inf")
     return mu

@@ -123,3 +123,129 @@ def test_coarse_labels_unary_is_the_tile_average():
     torch.testing.assert_close(p.sum(0), torch.ones(16, 16))
     with pytest.raises(ValueError, match="labels"):
         unary_from_coarse_labels(torch.zeros(16, 16), 2)
+
+
+def _npz(compressed=True, **arrays):
+    buf = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    return buf.getvalue()
+
+
+def _corrupt_member(data: bytes) -> bytes:
+    """The .npz with bytes flipped inside its first member's compressed data (the zip directory stays intact)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        offset = z.infolist()[0].header_offset
+    name_len, extra_len = struct.unpack("<HH", data[offset + 26 : offset + 30])  # the local header's own lengths
+    start = offset + 30 + name_len + extra_len
+    bad = bytearray(data)
+    for i in range(start + 8, start + 16):
+        bad[i] ^= 0xFF
+    return bytes(bad)
+
+
+def _pickled_npy():
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
+PROB = np.full((3, 4, 5), 1 / 3)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (_npy(PROB)[:-7], "not a readable .npy/.npz file"),  # truncated .npy
+        (b"", r"empty: 0 bytes"),
+        (_corrupt_member(_npz(prob=PROB)), r"array 'prob' of the \.npz is not readable"),
+        (_npz(prob=PROB)[:-30], "not a readable"),  # truncated zip
+        (_npz(), "an .npz with no arrays"),
+        (_npz(a=PROB, b=PROB), "several arrays"),
+        (_pickled_npy(), "pickled Python objects"),
+        (_npz(compressed=False, prob=np.array([{"a": 1}], dtype=object)), "pickled Python objects"),
+        (_npy(PROB.astype(np.complex64)), "integers or floats, got dtype complex64"),
+        (_npy(PROB.astype(bool)), "integers or floats, got dtype bool"),
+        (_npy(np.array(["a"] * 60).reshape(3, 4, 5)), "integers or floats, got dtype <U1"),
+        (_npy(np.zeros((0, 4, 5))), "non-empty"),
+        (_npy(np.full((3, 4, 5), 1e300)), "finite"),
+        (_npy(np.full((3, 4, 5), np.inf)), "finite"),
+        (_npy(np.ones((4, 5, 300), np.float32)), "300 labels .* 256-label limit"),
+    ],
+    ids=[
+        "truncated npy",
+        "empty",
+        "corrupt npz member",
+        "truncated npz",
+        "empty npz",
+        "ambiguous npz",
+        "pickled npy",
+        "pickled npz",
+        "complex",
+        "bool",
+        "strings",
+        "empty axis",
+        "float32 overflow",
+        "inf",
+        "300 labels",
+    ],
+)
+def test_corrupt_probability_maps_name_the_file(data, match):
+    with pytest.raises(ValueError, match=match) as info:
+        load_probability_map(data, (4, 5), name="net/probs.npz")
+    assert str(info.value).startswith("net/probs.npz: ")
+
+
+def test_many_labels_allowed_when_asked():
+    unary, _ = load_probability_map(_npy(np.ones((4, 5, 300), np.float32)), (4, 5), max_labels=None)
+    assert unary.shape == (1, 300, 4, 5)
+
+
+def test_paths_are_named_by_default(tmp_path):
+    path = tmp_path / "cut.npy"
+    path.write_bytes(_npy(PROB)[:-7])
+    with pytest.raises(ValueError, match=rf"^{path}: not a readable"):
+        load_probability_map(path, (4, 5))
+    with pytest.raises(ValueError, match=rf"^{path}: not a readable"):
+        load_compat(str(path), 3)
+    with pytest.raises(FileNotFoundError, match=r"absent\.npy: no such file"):
+        load_probability_map(tmp_path / "absent.npy", (4, 5))
+    with pytest.raises(ValueError, match="a folder"):
+        load_probability_map(tmp_path, (4, 5))
+    with pytest.raises(ValueError, match=r"^the uploaded bytes: "):
+        load_compat(b"junk", 3)
+    with pytest.raises(TypeError, match="source: expected a path or bytes"):
+        load_probability_map(PROB, (4, 5))
+
+
+def test_compat_refuses_complex_and_pickles():
+    with pytest.raises(ValueError, match=r"^mu\.npy: .*complex128"):
+        load_compat(_npy(np.eye(3, dtype=complex)), 3, name="mu.npy")
+    with pytest.raises(ValueError, match=r"^mu\.npy: .*pickled"):
+        load_compat(_pickled_npy(), 2, name="mu.npy")
+    with pytest.raises(ValueError, match=r"^mu\.npz: array 'mu' .*not readable"):
+        load_compat(_corrupt_member(_npz(mu=np.eye(3))), 3, name="mu.npz")
+
+
+def _many_colours(n):
+    """An annotation with ``n`` distinct non-black colours, one pixel each."""
+    codes = np.arange(1, n + 1)
+    rgb = np.stack([(codes >> 16) & 255, (codes >> 8) & 255, codes & 255], 1).astype(np.uint8)
+    return rgb.reshape(1, n, 3)
+
+
+def test_annotation_with_more_than_256_colours_is_refused_by_name():
+    unary, colours = unary_from_annotation(_many_colours(256))
+    assert unary.shape[1] == 256 and len(colours) == 256
+    with pytest.raises(ValueError, match=r"^ann/x\.png: 257 colours besides black, more than the 256-label limit"):
+        unary_from_annotation(_many_colours(257), name="ann/x.png")
+    assert unary_from_annotation(_many_colours(257), max_labels=None)[0].shape[1] == 257
+
+
+def test_annotation_dtype_and_name():
+    with pytest.raises(ValueError, match=r"^a\.png: expected uint8 colours"):
+        unary_from_annotation(np.full((2, 2, 3), 0.5), name="a.png")
+    with pytest.raises(ValueError, match=r"^a\.png: expected at least two label colours"):
+        unary_from_annotation(np.zeros((2, 2, 3), np.uint8), name="a.png")
