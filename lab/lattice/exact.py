@@ -17,7 +17,7 @@ from lab._checks import check_choice, check_finite, check_tensor
 
 __all__ = ["exact_gaussian_filter"]
 
-# Float64 entries of the (B, rows, N, d) difference tensor per chunk (32 MiB): bounds the memory of one chunk.
+# Default chunk: B·rows·N·d ≤ 2^22, so the d float64 (B, rows, N) difference blocks of one chunk take ≤ 32 MiB.
 _CHUNK_ENTRIES = 1 << 22
 # Largest accepted |feature|: below 2^1020 every difference f_i − f_j is finite in float64 (its square may
 # overflow to inf, which gives the exact kernel value 0 and a zero gradient; an infinite difference would not).
@@ -84,7 +84,7 @@ def exact_gaussian_filter(
     Accuracy: each kernel entry is exp(−½ Σ_k (f_ik − f_jk)²) from direct float64 differences, so the
     self term is exactly exp(0) = 1 and the result does not depend on where the features lie (a common
     offset of 1e12 changes nothing: the differences are the same numbers). It agrees with a float64
-    double loop to rounding, about N·(d + 2)·2⁻⁵³·max|v| (tested to 1e-12 for N ≤ 40, d ≤ 5). With the
+    double loop to rounding, about N·(d + 2)·2⁻⁵³·max|v| (tested to 1e-12 for N ≤ 23, d ≤ 5). With the
     self term, K 1 ≥ 1: "after" and "symmetric" never divide by less than 1.
 
     Accepts:
@@ -103,7 +103,7 @@ def exact_gaussian_filter(
         values: (N, C) or (B, C, H, W).
         features: (N, d) or (B, d, H, W) in the layout of ``values``, divided by the bandwidths.
         normalize: "none" (K v), "after" (K v / K 1) or "symmetric" (D^−½ K D^−½ v, D = K 1).
-        chunk_size: rows per chunk (default: about 2^22 float64 differences per chunk).
+        chunk_size: rows per chunk (default: B·rows·N·d about 2^22, 32 MiB of float64 differences).
 
     Returns:
         The filtered values in the shape of ``values`` and its dtype (float64 for integer or bool values).
@@ -135,8 +135,9 @@ def exact_gaussian_filter(
         raise ValueError(f"chunk_size: expected None or an integer >= 1, got {chunk_size!r}")
     check_finite(values, "values")
     check_finite(features, "features")
-    if features.numel() and float(features.detach().abs().max()) >= _MAX_FEATURE:
-        raise ValueError(f"features: expected magnitudes below 2^1020, got up to {float(features.abs().max()):.3g}")
+    top = float(features.detach().abs().max()) if features.numel() else 0.0
+    if top >= _MAX_FEATURE:
+        raise ValueError(f"features: expected magnitudes below 2^1020, got up to {top:.3g}")
 
     v64 = _points(values).to(torch.float64)
     f64 = _points(features).to(torch.float64)
@@ -153,9 +154,10 @@ def exact_gaussian_filter(
         out = inv_sqrt * _apply_kernel(f64, inv_sqrt * v64, chunk)
     out = out.to(values.dtype if values.is_floating_point() else torch.float64)
     if not bool(torch.isfinite(out).all()):
+        top = float(values.detach().abs().max())
         raise ValueError(
-            f"values: the filtered result overflows {out.dtype} (|values| up to {float(values.abs().max()):.3g}, "
-            f"N = {n}); filter values.double() / smaller values"
+            f"values: the filtered result overflows {out.dtype} (|values| up to {top:.3g}, N = {n}); "
+            "filter values.double() or smaller values"
         )
     if values.dim() == 2:
         return out[0]

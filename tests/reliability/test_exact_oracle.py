@@ -11,7 +11,7 @@ import torch
 import lab
 
 # The oracle and the double loop compute the same float64 differences; the rest is summation order:
-# ~N·(d + 2)·2⁻⁵³·max|v| ≈ 2e-14 for N ≤ 40, d ≤ 5, |v| ≤ 4, so 1e-12 leaves room and still catches any real error.
+# ~N·(d + 2)·2⁻⁵³·max|v| ≈ 1e-14 for N ≤ 23, d ≤ 5, |v| ≤ 4, so 1e-12 leaves room and still catches any real error.
 ATOL = 1e-12
 NORMALIZE = ["none", "after", "symmetric"]
 
