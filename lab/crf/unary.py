@@ -74,7 +74,7 @@ def unary_from_softmax(prob: torch.Tensor, scale: float | None = None, clip: flo
     if prob.numel():
         check_finite(prob, "prob")
         tol = max(_PROB_TOL, 2 * torch.finfo(prob.dtype).eps)
-        lo, hi = float(prob.min()), float(prob.max())
+        lo, hi = float(prob.detach().min()), float(prob.detach().max())
         if lo < -tol or hi > 1 + tol:
             raise ValueError(f"prob: expected probabilities in [0, 1], got values in {lo:.4g}..{hi:.4g}")
         sums = prob.detach().sum(1, dtype=torch.float64)  # (B, H, W)

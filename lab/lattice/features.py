@@ -119,7 +119,7 @@ def bilateral_features(
     ta = _bandwidth(theta_alpha, "theta_alpha")
     tb = _bandwidth(theta_beta, "theta_beta")
     dtype = _float_dtype(dtype)
-    lo, hi = float(image.min()), float(image.max())
+    lo, hi = float(image.detach().min()), float(image.detach().max())
     if lo < -_IMAGE_SLACK or hi > 255 + _IMAGE_SLACK:
         raise ValueError(f"image: expected colours in 0..255, got values in {lo:.4g}..{hi:.4g}")
     b, _, h, w = image.shape

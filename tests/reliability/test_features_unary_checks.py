@@ -6,6 +6,7 @@ went through as probabilities, and None/str/bool arguments failed with messages 
 """
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -57,6 +58,18 @@ def test_tensor_and_number_bandwidths_give_the_same_features():
     ta, tb = torch.tensor(80.0, requires_grad=True), torch.tensor(13.0)
     assert torch.equal(lab.bilateral_features(IMG, ta, tb), lab.bilateral_features(IMG, 80.0, 13.0))
     assert torch.equal(lab.spatial_features(IMG, theta_gamma=torch.tensor(3)), lab.spatial_features(IMG, theta_gamma=3))
+
+
+def test_inputs_that_require_grad_pass_the_checks_quietly_and_get_gradients():
+    """The range checks read detached values: no "requires_grad to a scalar" warning, the graph intact."""
+    img = IMG.clone().requires_grad_()
+    prob = torch.softmax(torch.randn(1, 3, 2, 2, generator=torch.Generator().manual_seed(3)), 1).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (g_img,) = torch.autograd.grad(lab.bilateral_features(img, 3.0, 20.0, dtype=torch.float64).sum(), img)
+        (g_prob,) = torch.autograd.grad(unary_from_softmax(prob, clip=None).sum(), prob)
+    torch.testing.assert_close(g_img, torch.full_like(IMG, 1 / 20.0), atol=1e-15, rtol=0)  # ∂(c/θβ)/∂c
+    torch.testing.assert_close(g_prob, 1 / prob.detach(), atol=0, rtol=1e-6)  # ∂ log p / ∂p
 
 
 # --- values: the definition, rounded once
