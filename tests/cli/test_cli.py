@@ -94,7 +94,8 @@ def test_never_overwrites_an_input(tmp_path):
     Image.fromarray(make_photo()).save(d / "x_labels.png")  # what refine would write for x.png
     before = (d / "x_labels.png").read_bytes()
     res = run_cli("refine", d / "x.png", d / "x_labels.png", "--out", d, "--iterations", "1")
-    assert res.returncode == 1 and "would overwrite an input" in res.stderr
+    # found while planning, before any image is refined: a usage error
+    assert res.returncode == 2 and "would overwrite the input" in res.stderr and "x_labels.png" in res.stderr
     assert (d / "x_labels.png").read_bytes() == before
 
 
@@ -102,7 +103,7 @@ def test_never_overwrites_an_input(tmp_path):
     ("args", "message"),
     [
         (["refine", "/nonexistent/dir", "--out", "o"], "inputs"),
-        (["refine", "IN", "--out", "o", "--theta-alpha", "-3"], "theta_alpha"),
+        (["refine", "IN", "--out", "o", "--theta-alpha", "-3"], "--theta-alpha"),
         (["refine", "IN", "--out", "o", "--iterations", "-1"], "--iterations"),
         (["refine", "IN", "--out", "o", "--params", "/nonexistent.json"], "--params"),
         (["refine", "IN", "--out", "o", "--normalize", "l2"], "--normalize"),
@@ -117,7 +118,16 @@ def test_usage_errors_exit_2_without_traceback(folder, args, message):
 def test_help_documents_the_options():
     res = run_cli("refine", "--help")
     assert res.returncode == 0
-    for flag in ("--prob-dir", "--annotation-dir", "--params", "--save-q", "--overlay", "--theta-alpha"):
+    for flag in (
+        "--prob-dir",
+        "--annotation-dir",
+        "--params",
+        "--save-q",
+        "--overlay",
+        "--theta-alpha",
+        "--skip-existing",
+        "--max-pixels",
+    ):
         assert flag in res.stdout
 
 
