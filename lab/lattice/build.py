@@ -237,23 +237,71 @@ def compute_csr(a: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return csr(crow, col, a.values().to(dtype), tuple(a.shape))
 
 
-def pair_products(blurs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """[B0, B1, B2, …] → [B1·B0, B3·B2, …]: half the passes over the vertex values for the same result.
+def pair_products(
+    neighbours: Sequence[torch.Tensor | None], dtype: torch.dtype, num_vertices: int | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Blur axes paired into one matrix each: [B0, B1, B2, …] → [B1·B0, B3·B2, …] as CSR, from neighbour tables.
 
-    Each product has at most 9 entries per row (3 × 3 stencil points; fewer where neighbours are missing);
-    the product of all d+1 axes would be far denser. Falls back to the single axes where the sparse
-    product is not supported.
+    Half the passes over the vertex values for the same result. Each product is formed directly from the
+    axes' neighbour tables (the vertex one step forward and back, known at build time): row v of B_j·B_i
+    holds w = v + a·step_j + b·step_i for a, b ∈ {−1, 0, 1} with the weight c_a·c_b (c = ¼, ½, ¼), where the
+    intermediate vertex v + a·step_j and w itself exist; coinciding entries (step_i = −step_j, d = 1) are
+    summed. No sparse × sparse product runs: PyTorch's CPU CSR @ CSR leaks its workspace (~13 MiB per
+    lattice at 0.25 MP in torch 2.13).
+
+    Args:
+        neighbours: one (V, 2) int64 table per axis, (forward, backward) vertex or −1 (``blur_neighbours``);
+            None stands for an axis that is the identity (a lattice with fewer axes in a block-diagonal).
+        dtype: float dtype of the values.
+        num_vertices: V, needed only when every table is None.
+
+    Returns:
+        ⌈(d+1)/2⌉ CSR (V, V) matrices, each with at most 9 entries per row, columns sorted within a row.
+
+    Example:
+        >>> nb = build_lattice(torch.rand(50, 2) * 3).blur_neighbours
+        >>> [p.shape for p in pair_products(list(nb), torch.float32)]
+        [torch.Size([50, 50]), torch.Size([50, 50])]
     """
-    out = []
-    for i in range(0, len(blurs), 2):
-        if i + 1 == len(blurs):
-            out.append(blurs[i])
-            continue
-        try:
-            out.append(blurs[i + 1] @ blurs[i])
-        except (RuntimeError, NotImplementedError):
-            out.extend(blurs[i : i + 2])
-    return tuple(out)
+    present = [nb for nb in neighbours if nb is not None]
+    v = present[0].shape[0] if present else num_vertices
+    if v is None:
+        raise ValueError("num_vertices: needed when every neighbour table is None")
+    return tuple(_stencil_product(neighbours[i : i + 2], dtype, v) for i in range(0, len(neighbours), 2))
+
+
+def _stencil_product(axes: Sequence[torch.Tensor | None], dtype: torch.dtype, v: int) -> torch.Tensor:
+    """CSR of B_{i+1}·B_i (or B_i alone) from the axes' (V, 2) neighbour tables; None is the identity."""
+    first, second = [*axes, None][:2]
+    device = next((nb.device for nb in axes if nb is not None), torch.device("cpu"))
+    self_idx = torch.arange(v, device=device)
+    stencil = torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64, device=device)
+
+    def steps(nb: torch.Tensor | None, start: torch.Tensor, val: torch.Tensor):
+        """(V, k) vertices and values → (V, 3k) after one more axis (−1 stays missing)."""
+        if nb is None:
+            return start, val
+        safe = start.clamp(min=0)
+        cols = torch.stack([nb[safe, 1], safe, nb[safe, 0]], 2)  # back, self, forward
+        cols = torch.where(start[:, :, None] >= 0, cols, -1)
+        return cols.reshape(v, -1), (val[:, :, None] * stencil).reshape(v, -1)
+
+    # (B_{i+1}·B_i)[v, w] = Σ_u B_{i+1}[v, u]·B_i[u, w]: u along axis i+1 from v, then w along axis i from u
+    cols, vals = steps(second, self_idx[:, None], torch.ones(v, 1, dtype=torch.float64, device=device))
+    cols, vals = steps(first, cols, vals)
+    vals = torch.where(cols >= 0, vals, 0.0)
+    big = v + 1  # sort key: missing (−1) entries sort first within their row
+    cols, order = torch.sort(cols, dim=1)
+    vals = vals.gather(1, order)
+    keys = (self_idx[:, None] * big + cols + 1).reshape(-1)
+    keep = cols.reshape(-1) >= 0
+    keys, flat_vals = keys[keep], vals.reshape(-1)[keep]
+    unique, inverse = torch.unique_consecutive(keys, return_inverse=True)
+    summed = torch.zeros(unique.shape[0], dtype=torch.float64, device=device).index_add_(0, inverse, flat_vals)
+    rows = torch.div(unique, big, rounding_mode="floor")
+    crow = torch.zeros(v + 1, dtype=torch.int64, device=device)
+    crow[1:] = torch.bincount(rows, minlength=v).cumsum(0)
+    return csr(crow, unique - rows * big - 1, summed.to(dtype), (v, v))
 
 
 def _blur_neighbours(

@@ -166,22 +166,18 @@ class PermutohedralLattice:
         """
         if dtype not in self._matrices:
             s = self.structure
-
-            def cast(a: torch.Tensor) -> torch.Tensor:
-                return compute_csr(a, dtype)
-
             # consecutive axes multiplied into one matrix (≤ 9 entries a row): half the passes over the vertex
             # values; the adjoint's pairs (the other order: each axis is symmetric) are made on first use
-            blurs = [compute_csr(b, dtype) for b in s.blur_matrices]
             self._matrices[dtype] = [
-                cast(s.slice_matrix),
-                cast(s.splat_matrix),
-                tuple(cast(b) for b in pair_products(blurs)),
-                blurs,
+                compute_csr(s.slice_matrix, dtype),
+                compute_csr(s.splat_matrix, dtype),
+                tuple(compute_csr(b, dtype) for b in pair_products(list(s.blur_neighbours), dtype)),
+                None,
             ]
         ops = self._matrices[dtype]
-        if reverse_blur and isinstance(ops[3], list):
-            ops[3] = tuple(compute_csr(b, dtype) for b in pair_products(ops[3][::-1]))
+        if reverse_blur and ops[3] is None:
+            reverse = list(self.structure.blur_neighbours.flip(0))
+            ops[3] = tuple(compute_csr(b, dtype) for b in pair_products(reverse, dtype))
         return ops
 
     def _triton_kernels(self):

@@ -6,8 +6,8 @@ sparse products instead of 3·K:
 
 * splat: the splat matrices stacked vertically, each with its pre-scale folded into its columns
   (D^−½ for "symmetric"): one (ΣV, M) CSR product.
-* blur: axis j of every lattice as one block-diagonal (ΣV, ΣV) matrix (identity blocks for a lattice with
-  fewer axes), consecutive axes multiplied into one matrix (B1·B0, B3·B2, …): half the passes.
+* blur: consecutive axes of every lattice paired into one matrix (B1·B0, B3·B2, …; the identity for axes a
+  lattice does not have), pair p of all lattices as one block-diagonal (ΣV, ΣV) matrix: half the passes.
 * slice: the slice matrices side by side, each row scaled by w(m)·norm_m[i]: one (M, ΣV) CSR product that
   also performs the weighted sum Q̌ = Σ_m w(m) Q̃(m).
 
@@ -63,22 +63,16 @@ def filter_scales(
     return ones, ones / lattice.structure.kernel_scale
 
 
-def _block_diagonal(blocks: Sequence[torch.Tensor | int], dtype: torch.dtype, device) -> torch.Tensor:
-    """CSR block-diagonal of CSR blocks; an int n stands for an n × n identity."""
+def _block_diagonal(blocks: Sequence[torch.Tensor], dtype: torch.dtype, device) -> torch.Tensor:
+    """CSR block-diagonal of square CSR blocks."""
     crows, cols, vals = [torch.zeros(1, dtype=torch.int64, device=device)], [], []
     row_off, nnz_off = 0, 0
     for b in blocks:
-        if isinstance(b, int):
-            crow = torch.arange(b + 1, dtype=torch.int64, device=device)
-            col = torch.arange(b, dtype=torch.int64, device=device)
-            val = torch.ones(b, dtype=dtype, device=device)
-            n = b
-        else:
-            crow, col, val, n = b.crow_indices(), b.col_indices(), b.values().to(dtype), b.shape[0]
+        crow, col, val = b.crow_indices(), b.col_indices(), b.values().to(dtype)
         crows.append(crow[1:] + nnz_off)
         cols.append(col + row_off)
         vals.append(val)
-        row_off += n
+        row_off += b.shape[0]
         nnz_off += col.shape[0]
     return csr(torch.cat(crows), torch.cat(cols), torch.cat(vals), (row_off, row_off))
 
@@ -155,13 +149,20 @@ class MultiLatticeFilter:
         self._slice_crow, self._slice_col = unit.crow_indices(), unit.col_indices()
         self.slice_ = self._weighted_slice(weights)
         axes = max(lat.d + 1 for lat in lattices)
-        blurs = [
-            _block_diagonal(
-                [lat.structure.blur_matrices[j] if j <= lat.d else lat.num_vertices for lat in lattices], dtype, device
+        # per lattice, axes paired into one matrix each (axes beyond a lattice's d+1 are the identity);
+        # pair p of the fused operator is the block-diagonal of the lattices' pair p
+        paired = [
+            pair_products(
+                [lat.structure.blur_neighbours[j] if j <= lat.d else None for j in range(axes)],
+                dtype,
+                lat.num_vertices,
             )
-            for j in range(axes)
+            for lat in lattices
         ]
-        self.blurs = tuple(compute_csr(b, dtype) for b in pair_products(blurs))
+        self.blurs = tuple(
+            compute_csr(_block_diagonal([pairs[p] for pairs in paired], dtype, device), dtype)
+            for p in range((axes + 1) // 2)
+        )
         self.splat = compute_csr(self.splat, dtype)
 
     def _weighted_slice(self, weights: Sequence[float]) -> torch.Tensor:

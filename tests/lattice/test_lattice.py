@@ -282,3 +282,19 @@ def test_triton_backend_requested_without_gpu_raises():
         pytest.skip("the interpreter makes Triton runnable on the CPU")
     with pytest.raises(RuntimeError, match="backend='triton'"):
         lab.PermutohedralLattice(torch.zeros(4, 2), backend="triton")
+
+
+@pytest.mark.parametrize("hashed", [False, True])
+@pytest.mark.parametrize("d", [1, 2, 3, 5])
+def test_paired_blurs_equal_the_dense_products(d, hashed):
+    """pair_products forms B_{i+1}·B_i from the neighbour tables: equal to the dense product of the axes."""
+    from lab.lattice.build import blur_matrix, pair_products
+
+    s = build_lattice(torch.rand(300, d) * 4, 2, force_hash=hashed)
+    axes = [blur_matrix(nb, torch.float64).to_dense() for nb in s.blur_neighbours]
+    for order in (axes, axes[::-1]):
+        tables = list(s.blur_neighbours) if order is axes else list(s.blur_neighbours.flip(0))
+        for p, product in enumerate(pair_products(tables, torch.float64)):
+            pair = order[2 * p : 2 * p + 2]
+            expected = pair[1] @ pair[0] if len(pair) == 2 else pair[0]
+            assert torch.equal(product.to_dense(), expected)
