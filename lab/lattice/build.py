@@ -259,9 +259,10 @@ def pair_products(
         ⌈(d+1)/2⌉ CSR (V, V) matrices, each with at most 9 entries per row, columns sorted within a row.
 
     Example:
-        >>> nb = build_lattice(torch.rand(50, 2) * 3).blur_neighbours
-        >>> [p.shape for p in pair_products(list(nb), torch.float32)]
-        [torch.Size([50, 50]), torch.Size([50, 50])]
+        >>> s = build_lattice(torch.rand(50, 2) * 3)
+        >>> pairs = pair_products(list(s.blur_neighbours), torch.float32)
+        >>> len(pairs), pairs[0].shape == (s.num_vertices, s.num_vertices)
+        (2, True)
     """
     present = [nb for nb in neighbours if nb is not None]
     v = present[0].shape[0] if present else num_vertices
