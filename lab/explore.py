@@ -6,28 +6,49 @@ shared with the notebooks.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import io
 import json
+import os
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from lab.crf import CRFKernels, CRFParams, MeanFieldTrace, mean_field
+from lab.lattice.backend import BACKENDS, resolve_backend
 from lab.viz.palette import PALETTE
 
 __all__ = [
+    "CACHE_BUDGET_BYTES",
+    "CACHE_BUDGET_ENV",
+    "MAX_LABELS",
+    "ByteBudgetCache",
     "RunResult",
+    "annotation_label_count",
+    "app_cache",
+    "array_key",
+    "backend_options",
     "build_kernels",
+    "cache_budget",
+    "check_num_labels",
     "fit_image",
     "label_png",
     "params_from_json",
     "params_to_json",
     "q_npy",
     "run_crf",
+    "tensor_nbytes",
     "to_tensor",
 ]
+
+MAX_LABELS = len(PALETTE)  # 256: the palette (and the label PNG's uint8 pixels) has a colour per class id 0..255
 
 
 def fit_image(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -180,3 +201,280 @@ def params_from_json(text: str) -> tuple[CRFParams, dict]:
             v = doc.pop(name)
             kwargs[name] = torch.tensor(v, dtype=torch.float32) if isinstance(v, list) else v
     return CRFParams(**kwargs), doc
+
+
+# ------------------------------------------------------------------------------ labels and backends
+def check_num_labels(num_labels: int, name: str) -> int:
+    """Refuse more labels than the palette has colours (:data:`MAX_LABELS`, 256).
+
+    Args:
+        num_labels: L of a unary.
+        name: what to call its source in the message (e.g. the uploaded file's name).
+
+    Returns:
+        ``num_labels``.
+
+    Raises:
+        ValueError: L > 256.
+
+    Example:
+        >>> check_num_labels(21, "p.npy")
+        21
+    """
+    if num_labels > MAX_LABELS:
+        raise ValueError(
+            f"{name}: {num_labels} labels; the app shows at most {MAX_LABELS} (one palette colour per class id 0..255)"
+        )
+    return num_labels
+
+
+def annotation_label_count(annotation: np.ndarray) -> int:
+    """The labels an annotation image defines: its distinct colours other than black (black = unknown).
+
+    Cheap next to building the unary, so the app can refuse an annotation with too many colours first.
+
+    Args:
+        annotation: (H, W, 3) uint8.
+
+    Returns:
+        The number of distinct non-black colours.
+
+    Example:
+        >>> ann = np.zeros((2, 2, 3), np.uint8); ann[0, 0] = (255, 0, 0); ann[1, 1] = (0, 0, 255)
+        >>> annotation_label_count(ann)
+        2
+    """
+    flat = np.asarray(annotation).reshape(-1, 3).astype(np.int64)
+    codes = np.unique((flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2])
+    return int((codes != 0).sum())
+
+
+def backend_options(device: torch.device | str = "cpu") -> list[str]:
+    """The backends (of ``"auto"``, ``"torch"``, ``"triton"``) that can run on ``device``, in that order.
+
+    ``"triton"`` is offered only where :func:`~lab.lattice.backend.resolve_backend` accepts it: Triton
+    installed and CUDA tensors (or ``TRITON_INTERPRET=1``); an explicit "triton" that cannot run raises there.
+
+    Example:
+        >>> backend_options("cpu")[:2]
+        ['auto', 'torch']
+    """
+    device = torch.device(device)
+    options = []
+    for backend in BACKENDS:
+        try:
+            resolve_backend(backend, device)
+        except RuntimeError:
+            continue
+        options.append(backend)
+    return options
+
+
+# ------------------------------------------------------------------------------ a cache bounded in bytes
+CACHE_BUDGET_BYTES = 3 * 2**29  # 1.5 GiB: what the app's cache (lattices, kernels, unaries) may hold
+CACHE_BUDGET_ENV = "LAB_APP_CACHE_MIB"  # overrides CACHE_BUDGET_BYTES, in MiB (e.g. 512)
+
+
+def cache_budget(environ: Mapping[str, str] | None = None) -> int:
+    """The app cache's budget in bytes: ``$LAB_APP_CACHE_MIB`` MiB if set, else :data:`CACHE_BUDGET_BYTES`.
+
+    Args:
+        environ: where to read the variable (default ``os.environ``).
+
+    Raises:
+        ValueError: the variable is not a number ≥ 0.
+
+    Example:
+        >>> cache_budget({"LAB_APP_CACHE_MIB": "512"}) == 512 * 2**20
+        True
+    """
+    environ = os.environ if environ is None else environ
+    raw = environ.get(CACHE_BUDGET_ENV, "").strip()
+    if not raw:
+        return CACHE_BUDGET_BYTES
+    try:
+        mib = float(raw)
+    except ValueError:
+        mib = float("nan")
+    if not mib >= 0:  # also refuses NaN
+        raise ValueError(f"{CACHE_BUDGET_ENV}: expected a number of MiB >= 0, got {raw!r}")
+    return int(mib * 2**20)
+
+
+def _walk_bytes(obj: object, seen_storage: set, seen_obj: set) -> int:
+    """Bytes of the tensor and array buffers reachable from ``obj`` that are not in ``seen_storage`` yet."""
+    if isinstance(obj, torch.Tensor):
+        if obj.layout in (torch.sparse_csr, torch.sparse_bsr):
+            parts = (obj.crow_indices(), obj.col_indices(), obj.values())
+        elif obj.layout in (torch.sparse_csc, torch.sparse_bsc):
+            parts = (obj.ccol_indices(), obj.row_indices(), obj.values())
+        elif obj.layout == torch.sparse_coo:
+            parts = (obj._indices(), obj._values())
+        elif obj.is_nested or obj.device.type == "meta":
+            return 0
+        else:
+            storage = obj.untyped_storage()
+            key = ("torch", obj.device, storage.data_ptr(), storage.nbytes())
+            if key in seen_storage:
+                return 0
+            seen_storage.add(key)
+            return storage.nbytes()
+        return sum(_walk_bytes(p, seen_storage, seen_obj) for p in parts)
+    if isinstance(obj, np.ndarray):
+        root = obj
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        key = ("numpy", root.__array_interface__["data"][0], root.nbytes)
+        if key in seen_storage:
+            return 0
+        seen_storage.add(key)
+        return root.nbytes
+    if id(obj) in seen_obj:
+        return 0
+    seen_obj.add(id(obj))
+    if isinstance(obj, Mapping):
+        return sum(
+            _walk_bytes(k, seen_storage, seen_obj) + _walk_bytes(v, seen_storage, seen_obj) for k, v in obj.items()
+        )
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return sum(_walk_bytes(x, seen_storage, seen_obj) for x in obj)
+    # the lab's own objects (lattices, kernels, traces, results): their attributes; anything else holds no tensors
+    if dataclasses.is_dataclass(obj) or type(obj).__module__.split(".")[0] == "lab":
+        fields = dict(vars(obj)) if hasattr(obj, "__dict__") else {}
+        for cls in type(obj).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                if hasattr(obj, slot):
+                    fields[slot] = getattr(obj, slot)
+        return sum(_walk_bytes(v, seen_storage, seen_obj) for v in fields.values())  # (no id of a temporary)
+    return 0
+
+
+def tensor_nbytes(*objs: object) -> int:
+    """Bytes held by the tensors and NumPy arrays reachable from ``objs``, each buffer counted once.
+
+    Followed: tuples, lists, sets, dicts, dataclasses and the attributes of the lab's own objects (a
+    :class:`~lab.crf.CRFKernels`, its lattices and their cached sparse operators, a :class:`RunResult`).
+    A strided tensor counts its whole storage (a view counts what it keeps alive); a sparse matrix its
+    index and value tensors; an array its base buffer.
+
+    Example:
+        >>> x = torch.zeros(1000)
+        >>> tensor_nbytes(x), tensor_nbytes((x, x[:10]))
+        (4000, 4000)
+    """
+    seen_storage: set = set()
+    seen_obj: set = set()
+    return sum(_walk_bytes(obj, seen_storage, seen_obj) for obj in objs)
+
+
+class ByteBudgetCache:
+    """A least-recently-used cache bounded by the bytes its values hold, not by how many it holds.
+
+    A value's size is :func:`tensor_nbytes` (tensors and arrays it references). The total counts a buffer
+    shared by several values once (the spatial lattice of one θγ serves every θα, θβ). When the total passes
+    the budget, the least recently used values go until it fits; a value that alone is over the budget is
+    returned but not kept. Values that grow after they are stored (a lattice makes its sparse operators on
+    first use) are measured again by :meth:`remeasure`. Safe to share between threads (Streamlit sessions).
+
+    Args:
+        budget_bytes: the most the values may hold together, ≥ 0.
+
+    Example:
+        >>> cache = ByteBudgetCache(budget_bytes=6000)
+        >>> cache.put("a", torch.zeros(1000)).shape, cache.nbytes
+        (torch.Size([1000]), 4000)
+        >>> _ = cache.put("b", torch.zeros(1000))  # 8000 > 6000: "a", the least recently used, goes
+        >>> list(cache), cache.nbytes
+        (['b'], 4000)
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        if int(budget_bytes) != budget_bytes or budget_bytes < 0:
+            raise ValueError(f"budget_bytes: expected an integer >= 0, got {budget_bytes!r}")
+        self.budget_bytes = int(budget_bytes)
+        self._values: OrderedDict[Hashable, object] = OrderedDict()
+        self._nbytes = 0
+        self._lock = threading.RLock()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._values
+
+    def __iter__(self):
+        with self._lock:
+            return iter(list(self._values))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the cached values hold together (shared buffers once), as of the last put or remeasure."""
+        return self._nbytes
+
+    def get(self, key: Hashable, default: object = None) -> object:
+        """The value for ``key`` (now the most recently used), or ``default``."""
+        with self._lock:
+            if key not in self._values:
+                return default
+            self._values.move_to_end(key)
+            return self._values[key]
+
+    def put(self, key: Hashable, value: object) -> object:
+        """Store ``value`` as the most recently used, evict to fit the budget, and return ``value``."""
+        with self._lock:
+            self._values[key] = value
+            self._values.move_to_end(key)
+            self._fit()
+            return value
+
+    def get_or_build(self, key: Hashable, build: Callable[[], object]) -> object:
+        """The cached value for ``key``, else ``build()`` stored under it (built outside the lock)."""
+        with self._lock:
+            if key in self._values:
+                return self.get(key)
+        return self.put(key, build())
+
+    def remeasure(self) -> int:
+        """Measure the values again (they may have grown since they were stored), evict to fit; the new total."""
+        with self._lock:
+            self._fit()
+            return self._nbytes
+
+    def clear(self) -> None:
+        """Drop every value."""
+        with self._lock:
+            self._values.clear()
+            self._nbytes = 0
+
+    def _fit(self) -> None:
+        # a value over the whole budget alone would push everything else out and still not fit: drop it first
+        for key in [k for k, v in self._values.items() if tensor_nbytes(v) > self.budget_bytes]:
+            del self._values[key]
+            self.evictions += 1
+        self._nbytes = tensor_nbytes(*self._values.values())
+        while self._nbytes > self.budget_bytes:
+            self._values.popitem(last=False)
+            self.evictions += 1
+            self._nbytes = tensor_nbytes(*self._values.values())
+
+
+@functools.cache
+def app_cache() -> ByteBudgetCache:
+    """The process-wide cache the app keeps its kernels and unaries in, budget :func:`cache_budget` (read once).
+
+    One per server process, shared by all sessions (as ``st.cache_resource`` would be), and reachable from
+    tests and benchmarks to inspect or clear.
+    """
+    return ByteBudgetCache(cache_budget())
+
+
+def array_key(array: np.ndarray) -> tuple:
+    """A hashable key for an array's content: shape, dtype and a BLAKE2 digest of its bytes (≈1 ms a MB).
+
+    Example:
+        >>> array_key(np.zeros((2, 3), np.uint8)) == array_key(np.zeros((2, 3), np.uint8))
+        True
+    """
+    a = np.ascontiguousarray(array)
+    return (a.shape, a.dtype.str, hashlib.blake2b(memoryview(a).cast("B"), digest_size=16).hexdigest())

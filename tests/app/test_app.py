@@ -71,6 +71,15 @@ def test_weight_change_reuses_the_lattice(app):
     assert metrics(app)["Lattice build (ms)"] == before  # cached: same build, same time shown
 
 
+def test_returning_to_an_earlier_theta_reuses_its_lattice(app):
+    small(app)
+    first = metrics(app)["Lattice build (ms)"]
+    app.sidebar.slider(key="theta_beta").set_value(20.0).run()
+    app.sidebar.slider(key="theta_beta").set_value(13.0).run()  # the default again: still in the app's cache
+    assert not app.exception
+    assert metrics(app)["Lattice build (ms)"] == first
+
+
 def test_upload_image(app):
     app.sidebar.radio(key="image_source").set_value("Upload").run()
     img = np.zeros((48, 64, 3), np.uint8)
