@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -34,6 +34,8 @@ from lab._checks import check_choice
 
 __all__ = [
     "BUILDERS",
+    "ELEVATED_LIMIT",
+    "FLOAT32_ELEVATED_LIMIT",
     "LatticeStructure",
     "available_memory",
     "blur_matrix",
@@ -41,6 +43,7 @@ __all__ = [
     "compute_csr",
     "estimate_build_bytes",
     "pair_products",
+    "prepare_features",
 ]
 
 _MAX_PACKED_BITS = 62
@@ -148,6 +151,8 @@ def _simplex(elevated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     rank = ((dj > di) | ((dj == di) & earlier)).sum(2) + s[:, None]
     wrap = (rank < 0).to(torch.int64) - (rank > d).to(torch.int64)  # +1: wrap up, −1: wrap down
     rank = rank + dp1 * wrap
+    if bool(((rank < 0) | (rank > d)).any()):  # cannot happen for prepared features; never index out of range
+        raise RuntimeError("permutohedral lattice: a point fell outside its simplex (features not representable)")
     rem0 = rem0f.to(torch.int64) + dp1 * wrap
     # Barycentric weights: b[d − rank_i] += δ_i, b[d + 1 − rank_i] −= δ_i, then b[0] += 1 + b[d+1]
     # (rank is a permutation of 0..d in every row, so each scatter writes distinct slots).
@@ -373,6 +378,87 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
+# Largest |elevated coordinate| built in float32: the elevation's rounding (2^14 · 2^-24 ≈ 1e-3) then moves a
+# barycentric weight by at most ~2e-4. Beyond it the build runs in float64, up to 2^40 (rounding ≈ 1e-4);
+# beyond that no dtype represents the lattice and the features are refused.
+FLOAT32_ELEVATED_LIMIT = 2.0**14
+ELEVATED_LIMIT = 2.0**40
+
+
+def prepare_features(features: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
+    """The features as the build takes them: shifted per batch element by a lattice period, in a dtype that holds them.
+
+    The lattice is invariant under a shift of c_k = f_k·scale_k by a multiple of d+1 (its elevation is then a
+    remainder-0 lattice point), so each batch element is moved, dimension by dimension, by the period closest
+    to its midrange: the same lattice up to rounding, with coordinates as small as they can be. Where the
+    shifted elevation still exceeds :data:`FLOAT32_ELEVATED_LIMIT`, the build runs in float64.
+
+    Args:
+        features: (M, d) finite float features, already divided by the bandwidths (batch element b at rows
+            b·N .. (b+1)·N − 1).
+        batch_size: B.
+
+    Returns:
+        (M, d) features in float32 or float64 (never less precise than ``features``).
+
+    Raises:
+        ValueError: the features are not finite, or their spread exceeds what float64 can build
+            (:data:`ELEVATED_LIMIT`): bandwidths far too small for the coordinates.
+
+    Example:
+        >>> g = prepare_features(torch.tensor([[1e6, 0.0], [1e6 + 1.0, 2.0]]))  # far out, small spread
+        >>> bool(g.abs().max() < 10), g.dtype
+        (True, torch.float32)
+        >>> prepare_features(torch.tensor([[0.0, 0.0], [1e5, 2.0]])).dtype  # spread beyond float32's reach
+        torch.float64
+    """
+    m, d = features.shape
+    f = features.detach()
+    if not bool(torch.isfinite(f).all()):
+        raise ValueError("features: expected finite values, got NaN or Inf")
+    dp1 = d + 1
+    lo, hi = torch.aminmax(f.reshape(batch_size, m // batch_size, d), dim=1)
+    lo, hi = lo.to(torch.float64), hi.to(torch.float64)
+    scale = _elevation_scale(d, torch.float64, f.device)
+    periods = torch.round((lo / 2 + hi / 2) * scale / dp1)  # (B, d), lo/2 + hi/2 cannot overflow
+    shift = periods * dp1 / scale
+    c = torch.maximum((hi - shift).abs(), (lo - shift).abs()) * scale  # |c_k| over the batch element
+    # |E_j| ≤ Σ_{k ≥ j} |c_k| + j·|c_{j−1}| (the elevation's row j), and |E_d| = d·|c_{d−1}|
+    bound = c.flip(1).cumsum(1).flip(1)
+    bound[:, 1:] += torch.arange(1, d, dtype=torch.float64, device=f.device) * c[:, :-1]
+    largest = max(float(bound.max()), d * float(c[:, -1].max()))
+    if not largest <= ELEVATED_LIMIT:  # also catches inf / nan from overflowing spans
+        spread = float((hi - lo).max())
+        raise ValueError(
+            f"features: after dividing by the bandwidths the points spread over {spread:.3g} in one dimension, "
+            f"{largest:.3g} on the lattice, beyond the {ELEVATED_LIMIT:.3g} that any dtype can build: the "
+            "bandwidths (θ) are far too small for these coordinates (or the features were not divided by them)"
+        )
+    dtype = f.dtype if f.dtype == torch.float64 or largest <= FLOAT32_ELEVATED_LIMIT else torch.float64
+    if not bool(periods.any()):
+        return f.to(dtype)
+    n = m // batch_size
+    shifted = f.to(torch.float64).reshape(batch_size, n, d) - shift[:, None, :]
+    return shifted.reshape(m, d).to(dtype)
+
+
+def _cast_structure(s: LatticeStructure, dtype: torch.dtype) -> LatticeStructure:
+    """The structure with its float tensors in ``dtype`` (built in float64 for float32 features)."""
+    if s.barycentric.dtype == dtype:
+        return s
+
+    def cast(a: torch.Tensor) -> torch.Tensor:
+        return csr(a.crow_indices(), a.col_indices(), a.values().to(dtype), tuple(a.shape))
+
+    return replace(
+        s,
+        slice_matrix=cast(s.slice_matrix),
+        splat_matrix=cast(s.splat_matrix),
+        blur_matrices=tuple(cast(b) for b in s.blur_matrices),
+        barycentric=s.barycentric.to(dtype),
+    )
+
+
 BUILDERS = ("auto", "torch", "numba")
 
 
@@ -391,7 +477,9 @@ def build_lattice(
             faster) or "auto" (Numba for CPU tensors when it is installed and packed codes fit).
 
     Returns:
-        The :class:`LatticeStructure`; its float tensors have the dtype of ``features``.
+        The :class:`LatticeStructure`; its float tensors have the dtype of ``features`` (float32 for half
+        types). The features are first shifted and, where float32 cannot hold them, promoted to float64
+        (:func:`prepare_features`); features beyond what float64 builds are refused.
 
     Example:
         >>> s = build_lattice(torch.rand(100, 2) * 3)
@@ -399,6 +487,18 @@ def build_lattice(
         (100, torch.Size([100, 3]))
     """
     check_choice(builder, "builder", BUILDERS)
+    if features.dim() != 2 or not features.is_floating_point() or features.shape[0] == 0:
+        raise ValueError(
+            f"features: expected (M, d) float features with M ≥ 1, got {features.dtype} {tuple(features.shape)}"
+        )
+    if batch_size < 1 or features.shape[0] % batch_size:
+        raise ValueError(f"batch_size: expected a divisor of the {features.shape[0]} points, got {batch_size}")
+    dtype = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
+    return _cast_structure(_build(prepare_features(features, batch_size), batch_size, force_hash, builder), dtype)
+
+
+def _build(features: torch.Tensor, batch_size: int, force_hash: bool, builder: str) -> LatticeStructure:
+    """:func:`build_lattice` on prepared features."""
     if builder != "torch" and not force_hash:
         from lab.lattice import numba_kernels
 

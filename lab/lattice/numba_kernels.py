@@ -46,7 +46,7 @@ if numba is not None:
 
     @njit(cache=True, inline="always")
     def simplex(f, scale, jj, c, elev, rem0f, rem0, rank, bary):
-        """One point: elevate f, nearest remainder-0 point, ranks, barycentric weights.
+        """One point: elevate f, nearest remainder-0 point, ranks, barycentric weights; False if a rank is out of range.
 
         The same float operations, in the same dtype and order, as ``build._elevate`` and ``build._simplex``
         (jj holds 0..d+1 in the features' dtype so that no step is promoted to float64), so both builds give
@@ -89,6 +89,8 @@ if numba is not None:
             elif rank[i] > d:
                 rank[i] -= dp1
                 rem0[i] -= dp1
+            if rank[i] < 0 or rank[i] > d:  # never index out of range, whatever the input
+                return False
             rem0f[i] = rem0[i]
         for i in range(dp1 + 1):
             bary[i] = 0
@@ -97,10 +99,16 @@ if numba is not None:
             bary[d - rank[i]] += delta
             bary[d + 1 - rank[i]] -= delta
         bary[0] += jj[1] + bary[dp1]
+        return True
 
     @njit(parallel=True, cache=True)
-    def corners(features, scale, jj, lo, strides, batch_stride, points_per_batch, chunk):
-        """(M, d+1) packed codes and barycentric weights of every point's simplex corners."""
+    def corners(features, scale, jj, lo, rem0_lo, rem0_hi, strides, batch_stride, points_per_batch, chunk):
+        """(M, d+1) packed codes and barycentric weights of every point's simplex corners, and a fault count.
+
+        A point whose ranks fall out of range or whose remainder-0 point lies outside [rem0_lo, rem0_hi] (the bounds
+        the codes were sized for) is counted in ``faults`` and gets code 0 and weight 0: nothing is written out of
+        bounds and nothing aliases silently; the caller raises when any fault is counted.
+        """
         m, d = features.shape
         dp1 = d + 1
         codes = np.empty((m, dp1), np.int64)
@@ -109,6 +117,7 @@ if numba is not None:
         for i in range(d):
             stride_sum += strides[i]
         nchunks = (m + chunk - 1) // chunk
+        faults = np.zeros(nchunks, np.int64)
         for ci in prange(nchunks):
             c = np.empty(dp1, features.dtype)
             elev = np.empty(dp1, features.dtype)
@@ -124,7 +133,15 @@ if numba is not None:
                 if p == next_batch:
                     batch_base += batch_stride
                     next_batch += points_per_batch
-                simplex(features[p], scale, jj, c, elev, rem0f, rem0, rank, bary)
+                ok = simplex(features[p], scale, jj, c, elev, rem0f, rem0, rank, bary)
+                for i in range(d):
+                    ok = ok and rem0_lo[i] <= rem0[i] <= rem0_hi[i]
+                if not ok:
+                    faults[ci] += 1
+                    for k in range(dp1):
+                        codes[p, k] = 0
+                        weights[p, k] = 0
+                    continue
                 base = batch_base
                 for r in range(dp1):
                     by_rank[r] = 0
@@ -139,7 +156,7 @@ if numba is not None:
                     above += by_rank[dp1 - k]
                     codes[p, k] = base + k * stride_sum - dp1 * above
                     weights[p, k] = bary[k]
-        return codes, weights
+        return codes, weights, faults.sum()
 
     @njit(cache=True)
     def _slot(key, shift, mask):
@@ -332,6 +349,8 @@ def _remainder0_bounds(features: np.ndarray, scale: np.ndarray) -> tuple[np.ndar
     slack = 1e-5 * np.maximum(np.abs(e_lo), np.abs(e_hi)) + 1  # the float32 rounding of the elevation
     lo = np.floor((e_lo - slack) / dp1) * dp1 - dp1
     hi = np.ceil((e_hi + slack) / dp1) * dp1 + dp1
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all() and np.abs(np.concatenate([lo, hi])).max() < 2.0**60):
+        raise ValueError("features: beyond what the lattice represents (build_lattice prepares them first)")
     return lo.astype(np.int64), hi.astype(np.int64)
 
 
@@ -370,7 +389,14 @@ def build_arrays(
             step[j] = d
         axis_steps[j] = int((step * strides).sum())
     with _LOCK:
-        codes, weights = corners(features, scale, jj, lo, strides, batch_stride, m // batch_size, _CHUNK)
+        codes, weights, faults = corners(
+            features, scale, jj, lo, lo + margin, hi, strides, batch_stride, m // batch_size, _CHUNK
+        )
+        if faults:
+            raise RuntimeError(
+                f"permutohedral lattice: {faults} points fell outside their simplex or the code bounds; "
+                "build_lattice prepares features so that this cannot happen (lab.lattice.build.prepare_features)"
+            )
         keys, ids, entry_id, distinct = dedupe(codes.reshape(-1))
         inverse, crow, col, val, neighbours = finish(
             keys, ids, entry_id, distinct, weights.reshape(-1), d + 1, axis_steps, _parts(distinct.shape[0])
