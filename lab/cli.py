@@ -31,6 +31,7 @@ import errno
 import glob
 import io
 import json
+import math
 import os
 import signal
 import stat
@@ -300,7 +301,13 @@ def _max_pixels(text: str) -> int | None:
 
 
 def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite JSON number (not true / false, not NaN / Infinity, not an integer beyond float's range)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _check_params_doc(doc: object, where: str) -> None:
@@ -317,14 +324,18 @@ def _check_params_doc(doc: object, where: str) -> None:
     for key in ("w_bilateral", "w_spatial"):
         v = doc.get(key)
         if key in doc and not (_is_number(v) or (isinstance(v, list) and v and all(map(_is_number, v)))):
-            raise bad(key, "a number or a list of numbers (one per label)")
+            raise bad(key, "a finite number or a list of finite numbers (one per label)")
     if "normalize" in doc and not isinstance(doc["normalize"], str):
         raise bad("normalize", 'one of "after", "symmetric", "none"')
     if "compat" in doc:
         v = doc["compat"]
-        square = isinstance(v, list) and v and all(isinstance(r, list) and all(map(_is_number, r)) for r in v)
+        square = (
+            isinstance(v, list)
+            and v
+            and all(isinstance(r, list) and len(r) == len(v) and all(map(_is_number, r)) for r in v)
+        )
         if v != "potts" and not square:
-            raise bad("compat", '"potts" or an L × L list of lists of numbers')
+            raise bad("compat", '"potts" or an L × L list of lists of finite numbers')
     for key, least in (("window_size", 1), ("iterations", 0)):
         v = doc.get(key)
         if key in doc and not (isinstance(v, int) and not isinstance(v, bool) and v >= least):

@@ -138,7 +138,7 @@ def _describe_failure(err: BaseException, stream: object, label: str, head: byte
     if isinstance(err, PermissionError):
         return "cannot read the file (permission denied)"
     text = str(err).replace(repr(stream), label)
-    text = re.sub(r"<_io\.\w+ (name=\S+ )?object at 0x[0-9a-fA-F]+>", label, text)
+    text = re.sub(r"<[\w.]+ (name=\S+ )?object at 0x[0-9a-fA-F]+>", label, text)
     if isinstance(err, (SyntaxError, OSError)) and "truncated" in text.lower():
         return f"the file is truncated or corrupt ({text})"
     return f"corrupt or unsupported ({type(err).__name__}: {text})"
@@ -215,6 +215,8 @@ def load_image(
         with warnings.catch_warnings():
             # the cap below decides; Pillow's warning would only repeat it, or warn about a size the caller allowed
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow's notes on damaged metadata (e.g. "Corrupt EXIF data"): a decodable image loads anyway
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
             with Image.open(stream) as image:
                 width, height = image.size
                 if max_pixels is not None and width * height > max_pixels:

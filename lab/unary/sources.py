@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 import numpy as np
 import torch
@@ -211,9 +212,11 @@ def _source_name(source: object, name: str | None) -> str:
 
 def _load_failure(exc: BaseException) -> str:
     """Why numpy refused a file, in a user's words."""
-    text = str(exc)
+    text = re.sub(r"<([\w.]+) object at 0x[0-9a-fA-F]+>", r"\1", str(exc))  # no reprs of numpy's internals
     if "allow_pickle" in text or "pickle" in type(exc).__name__.lower():
         return "it holds pickled Python objects, which are never loaded because they can run code; save a numeric array"
+    if "malformed node" in text or "header" in text.lower():
+        return f"its .npy header is corrupt ({type(exc).__name__}: {text})"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -315,7 +318,7 @@ def load_probability_map(
             f"{name}: {arr.shape[0]} labels ({notes[0][5:]}), more than the {max_labels}-label limit "
             "(label maps are palette PNGs, values 0..255)"
         )
-    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, refused just below
+    with np.errstate(over="ignore", invalid="ignore"):  # Inf and NaN after the cast are refused just below
         x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: expected finite values (as float32), got NaN or Inf")
@@ -358,7 +361,7 @@ def load_compat(source: str | os.PathLike | bytes, num_labels: int, name: str | 
     if arr.shape != (num_labels, num_labels):
         raise ValueError(f"{name}: expected an ({num_labels}, {num_labels}) numeric array, got {arr.dtype} {arr.shape}")
     _check_numeric(arr, name, f"an ({num_labels}, {num_labels}) array")
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         mu = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     if not bool(torch.isfinite(mu).all()):
         raise ValueError(f"{name}: expected finite values (as float32), got NaN or Inf")
