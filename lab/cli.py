@@ -370,7 +370,7 @@ def _params(args: argparse.Namespace):
         _check_params_doc(doc, where)
         try:
             params, extra = params_from_json(text)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ArithmeticError, RuntimeError) as exc:  # float() of 1e999 overflows
             raise UsageError(f"{where}: {exc}") from None
         base = {name: getattr(params, name) for name in (*_OVERRIDES, "compat", "window_size")}
     for name in _OVERRIDES:
@@ -378,12 +378,12 @@ def _params(args: argparse.Namespace):
         if value is not None:
             try:
                 CRFParams(**{name: value})  # the flag alone, so that the message names the flag
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, ArithmeticError, RuntimeError) as exc:
                 raise UsageError(f"--{name.replace('_', '-')}: {str(exc).removeprefix(f'{name}: ')}") from None
             base[name] = value
     try:
         params = CRFParams(**base)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ArithmeticError, RuntimeError) as exc:
         raise UsageError(str(exc)) from None
     iterations = args.iterations if args.iterations is not None else extra.get("iterations", 5)
     if iterations < 0:
