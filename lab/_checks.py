@@ -6,11 +6,20 @@ says what it got and what was expected. Messages are only formatted when a check
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
 
-__all__ = ["check_choice", "check_finite", "check_positive", "check_shape", "check_tensor"]
+__all__ = [
+    "check_choice",
+    "check_finite",
+    "check_int",
+    "check_number",
+    "check_positive",
+    "check_shape",
+    "check_tensor",
+]
 
 
 def check_tensor(x: object, name: str) -> torch.Tensor:
@@ -46,9 +55,29 @@ def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
         raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
 
 
+def check_number(value: object, name: str) -> float:
+    """``value`` as a float: a real number or a 0-d real tensor (not a bool), else ``TypeError`` naming it."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 0 or value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name}: expected a number or a 0-d real tensor, got {value.dtype} {tuple(value.shape)}")
+        return float(value.detach())
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def check_int(value: object, name: str, minimum: int = 0) -> int:
+    """``value`` as an int ≥ ``minimum``: an integer (not a bool, not a float such as 11.0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def check_positive(value: float, name: str) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
-    v = float(value)
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0 (``TypeError`` if it is not a number)."""
+    v = check_number(value, name)
     if not (v > 0 and v != float("inf")):
         raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
 

@@ -17,14 +17,16 @@ Layout: the public tensors are (B, L, H, W). Inside, Q stays in point layout (M,
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from lab._checks import check_choice, check_finite, check_shape, check_tensor
+from lab._checks import check_choice, check_finite, check_int, check_shape, check_tensor
 from lab.crf.params import MESSAGE_PASSING, CRFParams
 from lab.lattice.backend import resolve_backend
 from lab.lattice.exact import exact_gaussian_filter
@@ -139,11 +141,23 @@ _IMAGE_SLACK = 0.5  # colours are 0..255; allow rounding (resampled images overs
 def _check_image(image: torch.Tensor) -> None:
     """(B, 3, H, W), finite, colours in 0..255."""
     check_shape(image, "image", ["B", 3, "H", "W"])
-    if image.is_floating_point() and image.numel():
+    if image.dtype == torch.bool or image.is_complex():
+        raise TypeError(f"image: expected uint8 or real colours in 0..255, got {image.dtype}")
+    if image.numel() and image.dtype != torch.uint8:
         check_finite(image, "image")
         lo, hi = float(image.min()), float(image.max())
         if lo < -_IMAGE_SLACK or hi > 255 + _IMAGE_SLACK:
             raise ValueError(f"image: expected colours in 0..255, got values in {lo:.4g}..{hi:.4g}")
+
+
+@contextlib.contextmanager
+def _naming(params: CRFParams, *names: str):
+    """Prefix a lattice's refusal (features beyond what it builds) with the bandwidths that made the features."""
+    try:
+        yield
+    except ValueError as err:
+        t = params.bandwidth_values()
+        raise ValueError(", ".join(f"{n}={t[n]:.3g}" for n in names) + f": {err}") from None
 
 
 class CRFKernels:
@@ -198,11 +212,15 @@ class CRFKernels:
             tg = params.theta_gamma
             if isinstance(tg, torch.Tensor) and tg.requires_grad and torch.is_grad_enabled():
                 # learnable θγ: the lattice must hold this call's graph to θγ, so it is built fresh, never cached
-                spatial = PermutohedralLattice(_spatial(image, params, dtype), backend=self.backend)
+                with _naming(params, "theta_gamma"):
+                    spatial = PermutohedralLattice(_spatial(image, params, dtype), backend=self.backend)
             else:
                 tg = params.bandwidth_values()["theta_gamma"]
-                spatial = _spatial_lattice(b, h, w, tg, dtype, image.device, self.backend)
-            self.lattices = (PermutohedralLattice(bil, backend=self.backend), spatial)
+                with _naming(params, "theta_gamma"):
+                    spatial = _spatial_lattice(b, h, w, tg, dtype, image.device, self.backend)
+            with _naming(params, "theta_alpha", "theta_beta"):
+                bilateral = PermutohedralLattice(bil, backend=self.backend)
+            self.lattices = (bilateral, spatial)
         else:
             self.features = (bil, _spatial(image, params, dtype))  # (B, d, H, W) each
             if message_passing == "window":
@@ -581,9 +599,41 @@ def _check_inputs(unary: torch.Tensor, image: torch.Tensor, iterations: int) -> 
         raise ValueError(f"unary: expected at least two labels and one pixel, got {tuple(unary.shape)}")
     if image.device != unary.device:
         raise ValueError(f"image: on {image.device}, but unary is on {unary.device}")
-    if int(iterations) != iterations or iterations < 0:
-        raise ValueError(f"iterations: expected an integer >= 0, got {iterations!r}")
+    check_int(iterations, "iterations", 0)
     check_finite(unary, "unary")
+
+
+def _check_kernels(kernels: CRFKernels, unary: torch.Tensor, params: CRFParams, message_passing: str) -> None:
+    """Prebuilt kernels must be those ``params`` and ``message_passing`` would build for this unary's image."""
+    if not isinstance(kernels, CRFKernels):
+        raise TypeError(f"kernels: expected CRFKernels, got {type(kernels).__name__}")
+    if kernels.shape != (unary.shape[0], unary.shape[2], unary.shape[3]):
+        raise ValueError(f"kernels: built for (B, H, W) = {kernels.shape}, unary is {tuple(unary.shape)}")
+    built, wanted = kernels.params.bandwidth_values(), params.bandwidth_values()
+    differ = [f"{k} {built[k]:.6g} ≠ {wanted[k]:.6g}" for k in wanted if not math.isclose(built[k], wanted[k])]
+    if kernels.normalize != params.normalize:
+        differ.append(f"normalize {kernels.normalize!r} ≠ {params.normalize!r}")
+    if kernels.message_passing != message_passing:
+        differ.append(f"message_passing {kernels.message_passing!r} ≠ {message_passing!r}")
+    if kernels.message_passing == "window" and kernels.params.window_size != params.window_size:
+        differ.append(f"window_size {kernels.params.window_size} ≠ {params.window_size}")
+    if differ:
+        raise ValueError(f"kernels: built for other parameters than params ({'; '.join(differ)}); build them anew")
+
+
+def _check_result(q: torch.Tensor, params: CRFParams, unary: torch.Tensor) -> None:
+    """Q must be finite: an error naming the parameters, never a NaN result."""
+    if bool(torch.isfinite(q.detach()).all()):
+        return
+    mu = "potts" if params.is_potts else f"|µ| ≤ {float(params.compat.detach().abs().max()):.3g}"
+    w = {name: getattr(params, name) for name in ("w_bilateral", "w_spatial")}
+    shown = ", ".join(
+        f"{k}={float(v.detach().abs().max()) if isinstance(v, torch.Tensor) else v:.3g}" for k, v in w.items()
+    )
+    raise FloatingPointError(
+        f"mean field: Q became NaN/Inf with {shown}, compat {mu}, unary within ±{float(unary.detach().abs().max()):.3g}"
+        f" in {q.dtype}: the pairwise or unary term overflowed; use smaller weights / µ / unary, or float64"
+    )
 
 
 def mean_field(
@@ -635,7 +685,9 @@ def mean_field(
         >>> trace.q.shape, len(trace.history), trace.kl.shape
         (torch.Size([1, 4, 16, 16]), 4, torch.Size([1, 4]))
     """
-    params = params or CRFParams()
+    params = CRFParams() if params is None else params
+    if not isinstance(params, CRFParams):
+        raise TypeError(f"params: expected a CRFParams, got {type(params).__name__} (lab.CRFParams(**values))")
     check_tensor(unary, "unary")
     check_tensor(image, "image")
     _check_inputs(unary, image, iterations)
@@ -643,8 +695,8 @@ def mean_field(
     dtype = torch.float64 if unary.dtype == torch.float64 else torch.float32
     if kernels is None:
         kernels = CRFKernels(image, params, message_passing, backend, dtype)
-    elif kernels.shape != (unary.shape[0], unary.shape[2], unary.shape[3]):
-        raise ValueError(f"kernels: built for (B, H, W) = {kernels.shape}, unary is {tuple(unary.shape)}")
+    else:
+        _check_kernels(kernels, unary, params, message_passing)
     num_labels = unary.shape[1]
     weights = params.weights(num_labels, dtype=dtype, device=unary.device)  # (K, L) w(m)_l
     compat = "potts" if params.is_potts else params.compat_matrix(num_labels).to(dtype)  # µ
@@ -688,6 +740,7 @@ def mean_field(
             if history is not None:
                 history.append(q)
 
+    _check_result(q, params, unary)
     to_image = kernels.to_image
     return MeanFieldTrace(
         q=to_image(q),

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from lab._checks import check_choice, check_positive
+from lab._checks import check_choice, check_int, check_positive, check_tensor
 from lab.crf.mean_field import MeanFieldTrace, mean_field
 from lab.crf.params import BANDWIDTHS, MESSAGE_PASSING, CRFParams
 
@@ -63,10 +63,12 @@ class CRFRNN(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        if int(num_classes) != num_classes or num_classes < 2:
-            raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes!r}")
+        check_int(num_classes, "num_classes", 2)
+        check_int(iterations, "iterations", 0)
         check_choice(message_passing, "message_passing", MESSAGE_PASSING)
-        params = params or CRFParams()
+        params = CRFParams() if params is None else params
+        if not isinstance(params, CRFParams):
+            raise TypeError(f"params: expected a CRFParams, got {type(params).__name__} (lab.CRFParams(**values))")
         self.num_classes = int(num_classes)
         self.iterations = int(iterations)
         self.checkpoint = checkpoint
@@ -137,7 +139,8 @@ class CRFRNN(nn.Module):
         Returns:
             The trace.
         """
-        t = self.iterations if iterations is None else iterations
+        check_int(self.iterations, "iterations", 0)
+        t = self.iterations if iterations is None else check_int(iterations, "iterations", 0)
         return mean_field(
             unary,
             image,
@@ -160,6 +163,8 @@ class CRFRNN(nn.Module):
         Returns:
             (B, L, H, W) logits.
         """
+        check_tensor(unary, "unary")
+        check_tensor(image, "image")
         if unary.dim() == 4 and unary.shape[1] != self.num_classes:
             raise ValueError(f"unary: expected {self.num_classes} classes, got {unary.shape[1]}")
         return self.trace(unary, image, iterations, keep=None).logits

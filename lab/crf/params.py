@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from lab._checks import check_choice, check_positive, check_shape
+from lab._checks import check_choice, check_int, check_number, check_positive, check_shape
 
-__all__ = ["BANDWIDTHS", "MESSAGE_PASSING", "CRFParams", "potts_compat"]
+__all__ = ["BANDWIDTHS", "MAX_WEIGHT", "MESSAGE_PASSING", "CRFParams", "potts_compat"]
 
 BANDWIDTHS = ("theta_alpha", "theta_beta", "theta_gamma")
 
@@ -55,14 +55,24 @@ def potts_compat(num_labels: int, *, dtype: torch.dtype = torch.float32, device=
     return 1 - torch.eye(num_labels, dtype=dtype, device=device)
 
 
+# Largest |w| and |µ| accepted: beyond, w·µ·Q̌ approaches float32's range in the compatibility transform
+# (sums over L labels of products), and no image needs weights this large (pydensecrf's defaults are 3–10).
+MAX_WEIGHT = 1e6
+
+
 def _check_weight(w: float | torch.Tensor, name: str) -> None:
+    """A finite number, 0-d tensor or (L,) tensor, within ±MAX_WEIGHT."""
     if isinstance(w, torch.Tensor):
-        if w.dim() > 1:
+        if w.dim() > 1 or not w.is_floating_point():
             raise ValueError(
-                f"{name}: expected a number, a 0-d tensor or a (L,) per-class tensor, got {tuple(w.shape)}"
+                f"{name}: expected a number, a 0-d float tensor or a (L,) per-class float tensor, "
+                f"got {w.dtype} {tuple(w.shape)}"
             )
-    elif not float(w) == float(w) or abs(float(w)) == float("inf"):
-        raise ValueError(f"{name}: expected a finite number, got {w!r}")
+        values = w.detach()
+    else:
+        values = torch.tensor(check_number(w, name), dtype=torch.float64)
+    if not bool(torch.isfinite(values).all()) or float(values.abs().max()) > MAX_WEIGHT:
+        raise ValueError(f"{name}: expected finite numbers within ±{MAX_WEIGHT:g}, got {w!r}")
 
 
 def _check_bandwidth(theta: float | torch.Tensor, name: str) -> None:
@@ -121,11 +131,19 @@ class CRFParams:
             check_choice(self.compat, "compat", ("potts",))
         elif isinstance(self.compat, torch.Tensor):
             check_shape(self.compat, "compat", ["L", "L"])
-            if self.compat.shape[0] != self.compat.shape[1]:
-                raise ValueError(f"compat: expected a square (L, L) matrix, got {tuple(self.compat.shape)}")
+            if self.compat.shape[0] != self.compat.shape[1] or not self.compat.is_floating_point():
+                raise ValueError(
+                    f"compat: expected a square (L, L) float matrix, got {self.compat.dtype} {tuple(self.compat.shape)}"
+                )
+            mu = self.compat.detach()
+            if mu.numel() and (not bool(torch.isfinite(mu).all()) or float(mu.abs().max()) > MAX_WEIGHT):
+                raise ValueError(
+                    f"compat: expected finite entries within ±{MAX_WEIGHT:g}, got {mu.abs().max().item()!r}"
+                )
         else:
             raise TypeError(f"compat: expected 'potts' or an (L, L) tensor, got {type(self.compat).__name__}")
-        if int(self.window_size) != self.window_size or self.window_size < 1 or self.window_size % 2 == 0:
+        check_int(self.window_size, "window_size", 1)
+        if self.window_size % 2 == 0:
             raise ValueError(f"window_size: expected an odd integer >= 1, got {self.window_size!r}")
 
     def bandwidth_values(self) -> dict[str, float]:

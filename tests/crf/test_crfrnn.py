@@ -95,8 +95,8 @@ class TestParams:
             ({"compat": "ising"}, "compat: expected one of"),
             ({"compat": torch.rand(2, 3)}, "compat: expected a square"),
             ({"window_size": 4}, "window_size: expected an odd integer"),
-            ({"w_spatial": float("nan")}, "w_spatial: expected a finite number"),
-            ({"w_bilateral": torch.rand(2, 2)}, "w_bilateral: expected a number, a 0-d tensor or a \\(L,\\)"),
+            ({"w_spatial": float("nan")}, "w_spatial: expected finite numbers"),
+            ({"w_bilateral": torch.rand(2, 2)}, "w_bilateral: expected a number, a 0-d float tensor or a \\(L,\\)"),
         ],
     )
     def test_invalid(self, kw, match):

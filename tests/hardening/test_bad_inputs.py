@@ -66,7 +66,7 @@ CASES = [
     ("mf batch mismatch", lambda: mean_field(U, torch.rand(2, 3, 6, 7) * 255), ValueError, "image"),
     ("mf one label", lambda: mean_field(torch.randn(1, 1, 6, 7), IMG), ValueError, "unary"),
     ("mf T < 0", lambda: mean_field(U, IMG, iterations=-1), ValueError, "iterations"),
-    ("mf T float", lambda: mean_field(U, IMG, iterations=2.5), ValueError, "iterations"),
+    ("mf T float", lambda: mean_field(U, IMG, iterations=2.5), TypeError, "iterations"),
     ("mf NaN unary", lambda: mean_field(nan_u, IMG), ValueError, "unary"),
     ("mf Inf image", lambda: mean_field(U, inf_img), ValueError, "image"),
     ("mf image > 255", lambda: mean_field(U, IMG + 300), ValueError, "image"),
