@@ -457,10 +457,10 @@ def _write_outputs(payloads: dict[Path, bytes], signals: _Signals, mode: int) ->
     temps: dict[Path, Path] = {}
     try:
         for target, data in payloads.items():
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-            os.close(fd)
-            temps[target] = Path(tmp)
             try:
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+                os.close(fd)
+                temps[target] = Path(tmp)
                 with open(tmp, "wb") as f:
                     os.fchmod(f.fileno(), mode)
                     _write_bytes(f, data)
