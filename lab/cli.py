@@ -139,7 +139,7 @@ class _Inputs:
 def _is_own_output(path: Path) -> bool:
     """Whether ``path`` is a PNG this tool wrote: a tEXt "Software" chunk before its image data says so.
 
-    Reads the chunk headers only (nothing is decoded, no size check of Pillow's runs).
+    Reads the chunk headers only, without Pillow: nothing is decoded.
     """
     if path.suffix.lower() != ".png":
         return False
@@ -238,7 +238,8 @@ def _find_companion(folder: Path, stem: str, suffixes: tuple[str, ...], what: st
     raise ValueError(f"no {what} named {stem}{{{','.join(suffixes)}}} in {folder}")
 
 
-def _companion_suffixes(args: argparse.Namespace) -> tuple[Path, tuple[str, ...], str] | None:
+def _companions(args: argparse.Namespace) -> tuple[Path, tuple[str, ...], str] | None:
+    """Where each image's companion file is looked for: (folder, suffixes, what it is), or None."""
     if args.prob_dir:
         return Path(args.prob_dir), (".npy", ".npz"), "probability map"
     if args.annotation_dir:
@@ -266,7 +267,7 @@ def _plan(files: list[Path], out: Path, args: argparse.Namespace) -> dict[Path, 
             "rename them, or refine them into separate --out folders"
         )
     given = {f.resolve(): f for f in files}
-    companions = _companion_suffixes(args)
+    companions = _companions(args)
     if companions:
         folder, suffixes, _ = companions
         for f in files:
@@ -519,11 +520,11 @@ def _unary(args: argparse.Namespace, path: Path, image: np.ndarray):
     from lab.unary import coarse_colour_clusters, load_probability_map, unary_from_annotation
 
     h, w = image.shape[:2]
+    companions = _companions(args)
+    source = _find_companion(companions[0], path.stem, *companions[1:]) if companions else None
     if args.prob_dir:
-        source = _find_companion(Path(args.prob_dir), path.stem, (".npy", ".npz"), "probability map")
         return load_probability_map(str(source), (h, w), name=str(source))
     if args.annotation_dir:
-        source = _find_companion(Path(args.annotation_dir), path.stem, IMAGE_SUFFIXES, "annotation")
         ann = load_image(str(source), max_pixels=args.max_pixels)
         if ann.shape[:2] != (h, w):
             from PIL import Image
