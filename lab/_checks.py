@@ -63,7 +63,12 @@ def check_number(value: object, name: str) -> float:
         return float(value.detach())
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"{name}: expected a number within float range, got an integer of {len(str(value))} digits"
+        ) from None
 
 
 def check_int(value: object, name: str, minimum: int = 0) -> int:

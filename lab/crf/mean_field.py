@@ -29,6 +29,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 from lab._checks import check_choice, check_finite, check_int, check_shape, check_tensor
 from lab.crf.params import MESSAGE_PASSING, CRFParams
 from lab.lattice.backend import resolve_backend
+from lab.lattice.build import check_memory
 from lab.lattice.exact import exact_gaussian_filter
 from lab.lattice.features import bilateral_features, spatial_features
 from lab.lattice.lattice import PermutohedralLattice
@@ -41,6 +42,7 @@ __all__ = [
     "MeanFieldTrace",
     "add_unary",
     "compatibility_transform",
+    "estimate_mean_field_bytes",
     "initialization",
     "kernel_features",
     "kl_divergence",
@@ -603,6 +605,28 @@ def _check_inputs(unary: torch.Tensor, image: torch.Tensor, iterations: int) -> 
     check_finite(unary, "unary")
 
 
+def estimate_mean_field_bytes(
+    kernels: CRFKernels, num_labels: int, iterations: int, keep: str | None, dtype: torch.dtype, grad: bool
+) -> int:
+    """Memory that :func:`mean_field` allocates beyond its kernels, in bytes (an upper estimate).
+
+    Eight (M, L) maps for one iteration (U, Q, the two messages, weighted, transformed, logits, softmax's
+    temporary), three (ΣV, L) vertex tables for the fused filter, plus what is kept: T+1 maps of history for
+    keep="q" / "steps", six more per iteration for "steps", and six per iteration saved for backward when
+    gradients are recorded.
+
+    Example:
+        >>> k = CRFKernels(torch.rand(1, 3, 32, 32) * 255, CRFParams())
+        >>> estimate_mean_field_bytes(k, 21, 5, "q", torch.float32, False) > 14 * 1024 * 21 * 4
+        True
+    """
+    size = torch.finfo(dtype).bits // 8
+    maps = 8 + (iterations + 1 if keep is not None else 0) + (6 * iterations if keep == "steps" else 0)
+    maps += 6 * iterations if grad else 0
+    vertices = sum(lat.num_vertices for lat in kernels.lattices)
+    return size * num_labels * (maps * kernels.num_points + 3 * vertices)
+
+
 def _check_kernels(kernels: CRFKernels, unary: torch.Tensor, params: CRFParams, message_passing: str) -> None:
     """Prebuilt kernels must be those ``params`` and ``message_passing`` would build for this unary's image."""
     if not isinstance(kernels, CRFKernels):
@@ -698,6 +722,11 @@ def mean_field(
     else:
         _check_kernels(kernels, unary, params, message_passing)
     num_labels = unary.shape[1]
+    check_memory(
+        estimate_mean_field_bytes(kernels, num_labels, iterations, keep, dtype, torch.is_grad_enabled()),
+        unary.device,
+        f"mean field: {iterations} iterations over {kernels.num_points} points × {num_labels} labels (keep={keep!r})",
+    )
     weights = params.weights(num_labels, dtype=dtype, device=unary.device)  # (K, L) w(m)_l
     compat = "potts" if params.is_potts else params.compat_matrix(num_labels).to(dtype)  # µ
 

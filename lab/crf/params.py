@@ -69,6 +69,8 @@ def _check_weight(w: float | torch.Tensor, name: str) -> None:
                 f"got {w.dtype} {tuple(w.shape)}"
             )
         values = w.detach()
+        if values.numel() == 0:
+            raise ValueError(f"{name}: expected a number or one weight per class, got an empty tensor")
     else:
         values = torch.tensor(check_number(w, name), dtype=torch.float64)
     if not bool(torch.isfinite(values).all()) or float(values.abs().max()) > MAX_WEIGHT:

@@ -40,6 +40,7 @@ __all__ = [
     "available_memory",
     "blur_matrix",
     "build_lattice",
+    "check_memory",
     "compute_csr",
     "estimate_build_bytes",
     "pair_products",
@@ -276,38 +277,46 @@ def pair_products(
     return tuple(_stencil_product(neighbours[i : i + 2], dtype, v) for i in range(0, len(neighbours), 2))
 
 
+_STENCIL_ROWS = 1 << 18  # vertices per block when forming a paired stencil (bounds its temporaries to ~300 MB)
+
+
 def _stencil_product(axes: Sequence[torch.Tensor | None], dtype: torch.dtype, v: int) -> torch.Tensor:
     """CSR of B_{i+1}·B_i (or B_i alone) from the axes' (V, 2) neighbour tables; None is the identity."""
     first, second = [*axes, None][:2]
     device = next((nb.device for nb in axes if nb is not None), torch.device("cpu"))
-    self_idx = torch.arange(v, device=device)
     stencil = torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64, device=device)
 
     def steps(nb: torch.Tensor | None, start: torch.Tensor, val: torch.Tensor):
-        """(V, k) vertices and values → (V, 3k) after one more axis (−1 stays missing)."""
+        """(R, k) vertices and values → (R, 3k) after one more axis (−1 stays missing)."""
         if nb is None:
             return start, val
         safe = start.clamp(min=0)
         cols = torch.stack([nb[safe, 1], safe, nb[safe, 0]], 2)  # back, self, forward
         cols = torch.where(start[:, :, None] >= 0, cols, -1)
-        return cols.reshape(v, -1), (val[:, :, None] * stencil).reshape(v, -1)
+        return cols.reshape(start.shape[0], -1), (val[:, :, None] * stencil).reshape(start.shape[0], -1)
 
-    # (B_{i+1}·B_i)[v, w] = Σ_u B_{i+1}[v, u]·B_i[u, w]: u along axis i+1 from v, then w along axis i from u
-    cols, vals = steps(second, self_idx[:, None], torch.ones(v, 1, dtype=torch.float64, device=device))
-    cols, vals = steps(first, cols, vals)
-    vals = torch.where(cols >= 0, vals, 0.0)
-    big = v + 1  # sort key: missing (−1) entries sort first within their row
-    cols, order = torch.sort(cols, dim=1)
-    vals = vals.gather(1, order)
-    keys = (self_idx[:, None] * big + cols + 1).reshape(-1)
-    keep = cols.reshape(-1) >= 0
-    keys, flat_vals = keys[keep], vals.reshape(-1)[keep]
-    unique, inverse = torch.unique_consecutive(keys, return_inverse=True)
-    summed = torch.zeros(unique.shape[0], dtype=torch.float64, device=device).index_add_(0, inverse, flat_vals)
-    rows = torch.div(unique, big, rounding_mode="floor")
+    counts, all_cols, all_vals = [], [], []
+    for lo in range(0, v, _STENCIL_ROWS):
+        rows = torch.arange(lo, min(v, lo + _STENCIL_ROWS), device=device)
+        r = rows.shape[0]
+        # (B_{i+1}·B_i)[v, w] = Σ_u B_{i+1}[v, u]·B_i[u, w]: u along axis i+1 from v, then w along axis i from u
+        cols, vals = steps(second, rows[:, None], torch.ones(r, 1, dtype=torch.float64, device=device))
+        cols, vals = steps(first, cols, vals)
+        cols, order = torch.sort(cols, dim=1)  # missing (−1) entries first within their row
+        vals = vals.gather(1, order)
+        big = v + 1
+        keep = cols.reshape(-1) >= 0
+        keys = ((rows[:, None] - lo) * big + cols + 1).reshape(-1)[keep]
+        unique, inverse = torch.unique_consecutive(keys, return_inverse=True)
+        summed = torch.zeros(unique.shape[0], dtype=torch.float64, device=device)
+        summed.index_add_(0, inverse, vals.reshape(-1)[keep])  # coinciding entries (d = 1) are summed
+        row = torch.div(unique, big, rounding_mode="floor")
+        counts.append(torch.bincount(row, minlength=r))
+        all_cols.append(unique - row * big - 1)
+        all_vals.append(summed.to(dtype))
     crow = torch.zeros(v + 1, dtype=torch.int64, device=device)
-    crow[1:] = torch.bincount(rows, minlength=v).cumsum(0)
-    return csr(crow, unique - rows * big - 1, summed.to(dtype), (v, v))
+    crow[1:] = torch.cat(counts).cumsum(0)
+    return csr(crow, torch.cat(all_cols), torch.cat(all_vals), (v, v))
 
 
 def _blur_neighbours(
@@ -350,17 +359,41 @@ def blur_matrix(neighbours: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return csr(crow, cols[present], vals[present], (v, v))
 
 
-def estimate_build_bytes(num_points: int, d: int) -> int:
-    """Peak memory of :func:`build_lattice` for M points in d dimensions, in bytes (an upper estimate).
+# Peak bytes of a build and its filter operators, measured 2026-12-01 as ru_maxrss in a fresh process (1 MP,
+# d = 2 and 5, V/M from 0.02 to 6 = d+1, the bound any θ reaches; docs/limits.md): before V is known, the
+# corner pass and the hash table take at most ~120 B per (point, corner) entry (Numba; the PyTorch build
+# sorts all entries: ~300 B); in all ≤ 100 B per entry + (100 + 110·(d+1)) B per vertex + the temporaries of
+# one block of paired stencils (1200 B per vertex of a block).
+_BYTES_BEFORE_VERTICES = {"numba": 120, "torch": 300}
 
-    Measured 2026-11-25 (peak RSS of a build, 1 MP): 224 B per (point, corner) entry for d = 5 on a random
-    image (V/M = 1.36, the worst case), 121 B for d = 2. The estimate is (d+1)·M·(120 + 20·d) bytes.
+
+def estimate_build_bytes(num_points: int, d: int, num_vertices: int | None = None) -> int:
+    """Peak memory of building a lattice and its filter operators, in bytes: an upper estimate for any θ.
+
+    Args:
+        num_points: M.
+        d: feature dimension.
+        num_vertices: V when known; by default its bound (d+1)·M (every corner its own vertex: tiny θ).
 
     Example:
-        >>> estimate_build_bytes(1_000_000, 5) // 2**20
-        1258
+        >>> estimate_build_bytes(1_000_000, 5, num_vertices=20_000) // 2**20  # a photo's bilateral lattice
+        609
+        >>> estimate_build_bytes(1_000_000, 5) // 2**20  # the bound: V = 6 M
+        5220
     """
-    return (d + 1) * num_points * (120 + 20 * d)
+    entries = (d + 1) * num_points
+    v = entries if num_vertices is None else num_vertices
+    return 100 * entries + (100 + 110 * (d + 1)) * v + 1200 * min(v, _STENCIL_ROWS)
+
+
+def check_memory(need: int, device: torch.device, what: str) -> None:
+    """Raise ``MemoryError`` (naming ``what`` and both sizes) when ``need`` bytes exceed the free memory."""
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise MemoryError(
+            f"{what} needs about {need / 2**30:.2f} GiB, but only {free / 2**30:.2f} GiB is free on {device}; "
+            "use a smaller image (or batch) or larger bandwidths (θ)"
+        )
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -494,6 +527,13 @@ def build_lattice(
     if batch_size < 1 or features.shape[0] % batch_size:
         raise ValueError(f"batch_size: expected a divisor of the {features.shape[0]} points, got {batch_size}")
     dtype = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
+    m, d = features.shape
+    kind = "numba" if builder != "torch" and features.device.type == "cpu" and not force_hash else "torch"
+    check_memory(
+        _BYTES_BEFORE_VERTICES[kind] * (d + 1) * m,
+        features.device,
+        f"features: a lattice over {m} points in {d} dimensions",
+    )
     return _cast_structure(_build(prepare_features(features, batch_size), batch_size, force_hash, builder), dtype)
 
 
@@ -514,6 +554,15 @@ def _build(features: torch.Tensor, batch_size: int, force_hash: bool, builder: s
     return _build_torch(features, batch_size, force_hash)
 
 
+def _check_vertices(m: int, d: int, num_vertices: int, device: torch.device | None = None) -> None:
+    """Once V is known, before the splat layout, blur tables and operators are allocated."""
+    check_memory(
+        estimate_build_bytes(m, d, num_vertices),
+        device or torch.device("cpu"),
+        f"features: a lattice of {num_vertices} vertices over {m} points in {d} dimensions",
+    )
+
+
 def _build_numba(features: torch.Tensor, batch_size: int) -> LatticeStructure | None:
     """The Numba build (see :func:`build_lattice`), or None where packed codes do not fit."""
     from lab.lattice import numba_kernels
@@ -524,7 +573,9 @@ def _build_numba(features: torch.Tensor, batch_size: int) -> LatticeStructure | 
     scale = _elevation_scale(d, dtype)  # as _elevate: the same rounding, so the same lattice
     jj = torch.arange(d + 2, dtype=dtype)
     numba_kernels.set_threads(torch.get_num_threads())
-    arrays = numba_kernels.build_arrays(f.numpy(), scale.numpy(), jj.numpy(), batch_size, _MAX_PACKED_BITS)
+    arrays = numba_kernels.build_arrays(
+        f.numpy(), scale.numpy(), jj.numpy(), batch_size, _MAX_PACKED_BITS, lambda v: _check_vertices(m, d, v)
+    )
     if arrays is None:
         return None
     t = {name: torch.from_numpy(a) if isinstance(a, np.ndarray) else a for name, a in arrays.items()}
@@ -595,6 +646,7 @@ def _build_torch(features: torch.Tensor, batch_size: int, force_hash: bool) -> L
     starts = is_new.nonzero().squeeze(1)  # first sorted entry of each vertex
     unique = sorted_codes[starts]
     num_vertices = unique.shape[0]
+    _check_vertices(m, d, num_vertices, device)
     inverse = torch.empty_like(codes)
     inverse[by_vertex] = is_new.cumsum(0) - 1
     entry_batch = batch.repeat_interleave(dp1)

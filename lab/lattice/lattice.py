@@ -23,10 +23,8 @@ from lab.lattice.backend import resolve_backend
 from lab.lattice.build import (
     BUILDERS,
     LatticeStructure,
-    available_memory,
     build_lattice,
     compute_csr,
-    estimate_build_bytes,
     pair_products,
 )
 from lab.lattice.feature_grad import GaussianFilter, centred_features
@@ -101,14 +99,6 @@ class PermutohedralLattice:
             raise ValueError(f"features: expected at least one point and one dimension, got {tuple(features.shape)}")
         check_finite(points, "features")
         self.backend = resolve_backend(backend, features.device)
-        need = estimate_build_bytes(points.shape[0], points.shape[1])
-        free = available_memory(features.device)
-        if free is not None and need > free:
-            raise MemoryError(
-                f"features: a lattice over {points.shape[0]} points in {points.shape[1]} dimensions needs about "
-                f"{need / 2**30:.1f} GiB to build, but only {free / 2**30:.1f} GiB is free on {features.device}; "
-                "use a smaller image (or batch) or larger bandwidths"
-            )
         if points.dtype not in (torch.float32, torch.float64):
             points = points.float()
         self.structure: LatticeStructure = build_lattice(

@@ -22,6 +22,7 @@ each session's script in its own thread).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -355,7 +356,12 @@ def _remainder0_bounds(features: np.ndarray, scale: np.ndarray) -> tuple[np.ndar
 
 
 def build_arrays(
-    features: np.ndarray, scale: np.ndarray, jj: np.ndarray, batch_size: int, max_bits: int
+    features: np.ndarray,
+    scale: np.ndarray,
+    jj: np.ndarray,
+    batch_size: int,
+    max_bits: int,
+    check_vertices: Callable[[int], None] | None = None,
 ) -> dict | None:
     """The lattice of (M, d) features as plain arrays, or None when packed codes would need > max_bits.
 
@@ -365,6 +371,8 @@ def build_arrays(
         jj: (d+2,) 0, 1, …, d+1 in the features' dtype.
         batch_size: B (points of element b are rows b·N .. (b+1)·N − 1).
         max_bits: the packed-code budget.
+        check_vertices: called with V once the distinct vertices are known, before the rest is allocated
+            (raises to stop the build, e.g. ``MemoryError``).
 
     Returns:
         dict with ``lo``, ``strides``, ``vertex_index`` (M, d+1), ``barycentric`` (M, d+1), ``codes`` (V,)
@@ -398,6 +406,8 @@ def build_arrays(
                 "build_lattice prepares features so that this cannot happen (lab.lattice.build.prepare_features)"
             )
         keys, ids, entry_id, distinct = dedupe(codes.reshape(-1))
+        if check_vertices is not None:
+            check_vertices(distinct.shape[0])
         inverse, crow, col, val, neighbours = finish(
             keys, ids, entry_id, distinct, weights.reshape(-1), d + 1, axis_steps, _parts(distinct.shape[0])
         )

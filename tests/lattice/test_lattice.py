@@ -298,3 +298,17 @@ def test_paired_blurs_equal_the_dense_products(d, hashed):
             pair = order[2 * p : 2 * p + 2]
             expected = pair[1] @ pair[0] if len(pair) == 2 else pair[0]
             assert torch.equal(product.to_dense(), expected)
+
+
+def test_paired_blurs_in_blocks_equal_one_block(monkeypatch):
+    """The stencils are formed in blocks of vertices; block boundaries change nothing."""
+    import lab.lattice.build as build_module
+
+    s = build_lattice(torch.rand(400, 3) * 4)
+    whole = build_module.pair_products(list(s.blur_neighbours), torch.float32)
+    monkeypatch.setattr(build_module, "_STENCIL_ROWS", 7)
+    blocks = build_module.pair_products(list(s.blur_neighbours), torch.float32)
+    for a, b in zip(whole, blocks, strict=True):
+        assert torch.equal(a.crow_indices(), b.crow_indices())
+        assert torch.equal(a.col_indices(), b.col_indices())
+        assert torch.equal(a.values(), b.values())
