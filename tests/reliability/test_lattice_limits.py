@@ -96,3 +96,30 @@ def test_batch_elements_far_apart_are_centred_separately():
         build_lattice(f[1]).num_vertices,
     ]
     assert v.shape[0] == both.num_points
+
+
+def test_cli_batch_with_tiny_theta_reports_each_image_and_exits_1(tmp_path):
+    """A refine batch with θα = 1e-20 used to die with exit 139 and no message."""
+    import numpy as np
+    from PIL import Image
+
+    from lab.crf import CRFParams
+    from lab.explore import params_to_json
+
+    for i in range(2):
+        Image.fromarray((np.random.default_rng(i).random((12, 14, 3)) * 255).astype(np.uint8)).save(
+            tmp_path / f"img{i}.png"
+        )
+    params = tmp_path / "p.json"
+    params.write_text(params_to_json(CRFParams(theta_alpha=1e-20), iterations=2))
+    images = [str(tmp_path / "img0.png"), str(tmp_path / "img1.png")]
+    done = subprocess.run(
+        [sys.executable, "-m", "lab", "refine", *images, "--params", str(params), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    out = done.stdout + done.stderr
+    assert out.count("theta_alpha=1e-20") == 2, out
+    assert "Traceback" not in out
