@@ -30,6 +30,7 @@ from lab.explore import (
     q_npy,
     run_crf,
     to_tensor,
+    trim_heap,
 )
 from lab.unary import coarse_colour_clusters, load_compat, load_probability_map, unary_from_annotation
 from lab.unary.fcn_source import FCNUnavailable, fcn_unary, find_fcn_checkpoint, load_fcn
@@ -76,6 +77,8 @@ def kernels_for(
     key = ("kernels", image_key, theta_alpha, theta_beta, theta_gamma, normalize, message_passing, backend)
     cached = CACHE.get(key)
     if cached is None:
+        # room for the new pair first, about the size of this image's other pairs (their operators included)
+        CACHE.make_room(max((CACHE.entry_nbytes(k) for k in CACHE if k[:2] == ("kernels", image_key)), default=0))
         with st.spinner(
             "Building the lattices (once per image and θ; the first build on a machine also compiles the CPU "
             "kernels, about 20 s)…"
@@ -86,6 +89,7 @@ def kernels_for(
             cached = CACHE.put(
                 key, build_kernels(to_tensor(image), params, message_passing=message_passing, backend=backend)
             )
+        trim_heap()  # the build's temporaries (≈ 1 GiB at 1 MP) go back before inference allocates
     return cached
 
 
@@ -502,4 +506,7 @@ def main() -> None:
     )
 
 
-main()
+try:
+    main()
+finally:
+    trim_heap()  # what the rerun freed goes back to the OS instead of staying in glibc's arenas (lab.explore)

@@ -17,6 +17,7 @@ from lab.explore import (
     cache_budget,
     run_crf,
     tensor_nbytes,
+    trim_heap,
 )
 
 MiB = 2**20
@@ -107,6 +108,15 @@ def test_cache_remeasures_values_that_grew():
     assert cache.remeasure() == 6440 and list(cache) == ["grows"]
 
 
+def test_cache_makes_room_before_a_build():
+    cache = ByteBudgetCache(budget_bytes=10_000)
+    for key in "abc":
+        cache.put(key, torch.zeros(800))  # 3200 bytes each: 9600 in all
+    assert cache.entry_nbytes("a") == 3200 and cache.entry_nbytes("zzz") == 0
+    assert cache.make_room(3200) == 6400 and list(cache) == ["b", "c"]  # 6400 + 3200 fit
+    assert cache.make_room(20_000) == 0 and len(cache) == 0  # more than the budget: everything goes
+
+
 def test_cache_get_or_build_builds_once():
     cache = ByteBudgetCache(budget_bytes=1000)
     calls = []
@@ -128,6 +138,27 @@ def test_budget_from_the_environment():
             cache_budget({CACHE_BUDGET_ENV: bad})
     with pytest.raises(ValueError, match="budget_bytes"):
         ByteBudgetCache(-1)
+
+
+# ------------------------------------------------------------------------------------ freed memory
+def rss() -> int:
+    with open("/proc/self/status") as fh:
+        return 1024 * next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+
+
+def test_trim_heap_gives_freed_heap_memory_back():
+    if not trim_heap():
+        pytest.skip("this C library has no malloc_trim")
+    x = torch.ones(24 * MiB, dtype=torch.uint8)
+    del x  # freeing an mmapped block raises glibc's mmap threshold: the 2 MiB blocks below come from the heap
+    blocks = [torch.ones(2 * MiB, dtype=torch.uint8) for _ in range(100)]
+    top = blocks.pop()  # the block on top keeps free() from shrinking the heap by itself
+    del blocks
+    freed = rss()
+    assert trim_heap()
+    # measured: 199 of the 198 MiB freed went back (free() alone returned none of it)
+    assert rss() < freed - 150 * MiB
+    del top
 
 
 # ------------------------------------------------------------------------------------ the real app
@@ -163,9 +194,17 @@ def test_a_rerun_leaves_no_tensors_to_the_cyclic_collector():
     assert not cyclic, f"{len(cyclic)} tensors in cyclic garbage, {tensor_nbytes(cyclic) / MiB:.1f} MiB"
 
 
-def rss() -> int:
-    with open("/proc/self/status") as fh:
-        return 1024 * next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+def test_each_rerun_trims_the_heap(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import lab.explore
+
+    calls = []
+    monkeypatch.setattr(lab.explore, "trim_heap", lambda: calls.append(1) or True)  # the script imports it per run
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.sidebar.slider(key="work_size").set_value(64).run()
+    assert not at.exception and len(calls) == 2
 
 
 def test_rss_stays_bounded_while_theta_changes():
