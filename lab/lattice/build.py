@@ -262,7 +262,7 @@ def pair_products(
         num_vertices: V, needed only when every table is None.
 
     Returns:
-        ⌈(d+1)/2⌉ CSR (V, V) matrices, each with at most 9 entries per row, columns sorted within a row.
+        ⌈(d+1)/2⌉ CSR (V, V) matrices, each with at most 9 entries per row.
 
     Example:
         >>> s = build_lattice(torch.rand(50, 2) * 3)
@@ -281,10 +281,26 @@ _STENCIL_ROWS = 1 << 18  # vertices per block when forming a paired stencil (bou
 
 
 def _stencil_product(axes: Sequence[torch.Tensor | None], dtype: torch.dtype, v: int) -> torch.Tensor:
-    """CSR of B_{i+1}·B_i (or B_i alone) from the axes' (V, 2) neighbour tables; None is the identity."""
+    """CSR of B_{i+1}·B_i (or B_i alone) from the axes' (V, 2) neighbour tables; None is the identity.
+
+    Columns are sorted within a row. Two distinct lattice axes reach distinct vertices, except opposite axes
+    (d = 1: step_1 = −step_0), whose coinciding entries are summed. On the CPU a compiled Numba pass forms the
+    rows (:func:`lab.lattice.numba_kernels.stencil_arrays`); the vectorised PyTorch code below is the fallback
+    and runs on other devices.
+    """
     first, second = [*axes, None][:2]
     device = next((nb.device for nb in axes if nb is not None), torch.device("cpu"))
+    if device.type == "cpu":
+        from lab.lattice import numba_kernels
+
+        if numba_kernels.available():
+            np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+            crow, col, val = numba_kernels.stencil_arrays(
+                None if first is None else first.numpy(), None if second is None else second.numpy(), v, np_dtype
+            )
+            return csr(torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(val), (v, v))
     stencil = torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64, device=device)
+    opposite = first is not None and second is not None and torch.equal(first, second.flip(1))
 
     def steps(nb: torch.Tensor | None, start: torch.Tensor, val: torch.Tensor):
         """(R, k) vertices and values → (R, 3k) after one more axis (−1 stays missing)."""
@@ -302,18 +318,18 @@ def _stencil_product(axes: Sequence[torch.Tensor | None], dtype: torch.dtype, v:
         # (B_{i+1}·B_i)[v, w] = Σ_u B_{i+1}[v, u]·B_i[u, w]: u along axis i+1 from v, then w along axis i from u
         cols, vals = steps(second, rows[:, None], torch.ones(r, 1, dtype=torch.float64, device=device))
         cols, vals = steps(first, cols, vals)
-        cols, order = torch.sort(cols, dim=1)  # missing (−1) entries first within their row
+        cols, order = torch.sort(cols, dim=1)  # missing (−1) first; sorted columns keep the SpMM's reads in order
         vals = vals.gather(1, order)
+        keep = cols >= 0
         big = v + 1
-        keep = cols.reshape(-1) >= 0
-        keys = ((rows[:, None] - lo) * big + cols + 1).reshape(-1)[keep]
-        unique, inverse = torch.unique_consecutive(keys, return_inverse=True)
-        summed = torch.zeros(unique.shape[0], dtype=torch.float64, device=device)
-        summed.index_add_(0, inverse, vals.reshape(-1)[keep])  # coinciding entries (d = 1) are summed
-        row = torch.div(unique, big, rounding_mode="floor")
+        keys, vals = ((rows[:, None] - lo) * big + cols)[keep], vals[keep]
+        if opposite:  # coinciding entries are adjacent: sum them
+            keys, inverse = torch.unique_consecutive(keys, return_inverse=True)
+            vals = torch.zeros(keys.shape[0], dtype=torch.float64, device=device).index_add_(0, inverse, vals)
+        row = torch.div(keys, big, rounding_mode="floor")
         counts.append(torch.bincount(row, minlength=r))
-        all_cols.append(unique - row * big - 1)
-        all_vals.append(summed.to(dtype))
+        all_cols.append(keys - row * big)
+        all_vals.append(vals.to(dtype))
     crow = torch.zeros(v + 1, dtype=torch.int64, device=device)
     crow[1:] = torch.cat(counts).cumsum(0)
     return csr(crow, torch.cat(all_cols), torch.cat(all_vals), (v, v))
@@ -421,10 +437,12 @@ ELEVATED_LIMIT = 2.0**40
 def prepare_features(features: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
     """The features as the build takes them: shifted per batch element by a lattice period, in a dtype that holds them.
 
-    The lattice is invariant under a shift of c_k = f_k·scale_k by a multiple of d+1 (its elevation is then a
-    remainder-0 lattice point), so each batch element is moved, dimension by dimension, by the period closest
-    to its midrange: the same lattice up to rounding, with coordinates as small as they can be. Where the
-    shifted elevation still exceeds :data:`FLOAT32_ELEVATED_LIMIT`, the build runs in float64.
+    Features whose elevation stays within :data:`FLOAT32_ELEVATED_LIMIT` are returned as they are (every
+    image at the usual bandwidths: the same lattice, bit for bit, as pydensecrf builds). Beyond it, each batch
+    element is moved, dimension by dimension, by the lattice period closest to its midrange: the lattice is
+    invariant under a shift of c_k = f_k·scale_k by a multiple of d+1 (the elevation moves by a remainder-0
+    lattice point), so this is the same lattice up to rounding, with coordinates as small as they can be.
+    Where the shifted elevation still exceeds the limit, the build runs in float64.
 
     Args:
         features: (M, d) finite float features, already divided by the bandwidths (batch element b at rows
@@ -453,13 +471,12 @@ def prepare_features(features: torch.Tensor, batch_size: int = 1) -> torch.Tenso
     lo, hi = torch.aminmax(f.reshape(batch_size, m // batch_size, d), dim=1)
     lo, hi = lo.to(torch.float64), hi.to(torch.float64)
     scale = _elevation_scale(d, torch.float64, f.device)
+    largest = _elevated_bound(torch.maximum(lo.abs(), hi.abs()) * scale)
+    if largest <= FLOAT32_ELEVATED_LIMIT:
+        return f  # as given: no shift needed, the same lattice bit for bit
     periods = torch.round((lo / 2 + hi / 2) * scale / dp1)  # (B, d), lo/2 + hi/2 cannot overflow
     shift = periods * dp1 / scale
-    c = torch.maximum((hi - shift).abs(), (lo - shift).abs()) * scale  # |c_k| over the batch element
-    # |E_j| ≤ Σ_{k ≥ j} |c_k| + j·|c_{j−1}| (the elevation's row j), and |E_d| = d·|c_{d−1}|
-    bound = c.flip(1).cumsum(1).flip(1)
-    bound[:, 1:] += torch.arange(1, d, dtype=torch.float64, device=f.device) * c[:, :-1]
-    largest = max(float(bound.max()), d * float(c[:, -1].max()))
+    largest = _elevated_bound(torch.maximum((hi - shift).abs(), (lo - shift).abs()) * scale)
     if not largest <= ELEVATED_LIMIT:  # also catches inf / nan from overflowing spans
         spread = float((hi - lo).max())
         raise ValueError(
@@ -468,11 +485,17 @@ def prepare_features(features: torch.Tensor, batch_size: int = 1) -> torch.Tenso
             "bandwidths (θ) are far too small for these coordinates (or the features were not divided by them)"
         )
     dtype = f.dtype if f.dtype == torch.float64 or largest <= FLOAT32_ELEVATED_LIMIT else torch.float64
-    if not bool(periods.any()):
-        return f.to(dtype)
     n = m // batch_size
     shifted = f.to(torch.float64).reshape(batch_size, n, d) - shift[:, None, :]
     return shifted.reshape(m, d).to(dtype)
+
+
+def _elevated_bound(c: torch.Tensor) -> float:
+    """Max |E_j| over a batch from (B, d) bounds on |c_k|: Σ_{k ≥ j} |c_k| + j·|c_{j−1}|, and d·|c_{d−1}|."""
+    d = c.shape[1]
+    bound = c.flip(1).cumsum(1).flip(1)
+    bound[:, 1:] += torch.arange(1, d, dtype=c.dtype, device=c.device) * c[:, :-1]
+    return max(float(bound.max()), d * float(c[:, -1].max()))
 
 
 def _cast_structure(s: LatticeStructure, dtype: torch.dtype) -> LatticeStructure:

@@ -170,6 +170,10 @@ class PermutohedralLattice:
             ops[3] = tuple(compute_csr(b, dtype) for b in pair_products(reverse, dtype))
         return ops
 
+    def paired_blurs(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """The blur as ⌈(d+1)/2⌉ CSR (V, V) matrices B1·B0, B3·B2, … in ``dtype`` (cached): y ← P·y in turn."""
+        return self._ops(dtype)[2]
+
     def _triton_kernels(self):
         """The Triton launchers (:mod:`lab.lattice.triton_kernels`), imported on first use only."""
         from lab.lattice import triton_kernels

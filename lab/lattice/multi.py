@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from lab._checks import check_choice, check_shape
-from lab.lattice.build import compute_csr, csr, pair_products
+from lab.lattice.build import compute_csr, csr
 from lab.lattice.lattice import NORMALIZATIONS, PermutohedralLattice
 
 __all__ = ["MultiLatticeFilter", "filter_scales"]
@@ -63,16 +63,22 @@ def filter_scales(
     return ones, ones / lattice.structure.kernel_scale
 
 
-def _block_diagonal(blocks: Sequence[torch.Tensor], dtype: torch.dtype, device) -> torch.Tensor:
-    """CSR block-diagonal of square CSR blocks."""
+def _block_diagonal(blocks: Sequence[torch.Tensor | int], dtype: torch.dtype, device) -> torch.Tensor:
+    """CSR block-diagonal of square CSR blocks; an int n stands for an n × n identity."""
     crows, cols, vals = [torch.zeros(1, dtype=torch.int64, device=device)], [], []
     row_off, nnz_off = 0, 0
     for b in blocks:
-        crow, col, val = b.crow_indices(), b.col_indices(), b.values().to(dtype)
+        if isinstance(b, int):
+            crow = torch.arange(b + 1, dtype=torch.int64, device=device)
+            col = torch.arange(b, dtype=torch.int64, device=device)
+            val = torch.ones(b, dtype=dtype, device=device)
+            n = b
+        else:
+            crow, col, val, n = b.crow_indices().long(), b.col_indices().long(), b.values().to(dtype), b.shape[0]
         crows.append(crow[1:] + nnz_off)
         cols.append(col + row_off)
         vals.append(val)
-        row_off += b.shape[0]
+        row_off += n
         nnz_off += col.shape[0]
     return csr(torch.cat(crows), torch.cat(cols), torch.cat(vals), (row_off, row_off))
 
@@ -148,20 +154,19 @@ class MultiLatticeFilter:
         )
         self._slice_crow, self._slice_col = unit.crow_indices(), unit.col_indices()
         self.slice_ = self._weighted_slice(weights)
-        axes = max(lat.d + 1 for lat in lattices)
-        # per lattice, axes paired into one matrix each (axes beyond a lattice's d+1 are the identity);
-        # pair p of the fused operator is the block-diagonal of the lattices' pair p
-        paired = [
-            pair_products(
-                [lat.structure.blur_neighbours[j] if j <= lat.d else None for j in range(axes)],
-                dtype,
-                lat.num_vertices,
-            )
-            for lat in lattices
-        ]
+        # pair p of the fused operator is the block-diagonal of the lattices' pair p (each lattice's own cached
+        # pairs; the identity where a lattice has fewer axes)
+        pairs = [lat.paired_blurs(dtype) for lat in lattices]
         self.blurs = tuple(
-            compute_csr(_block_diagonal([pairs[p] for pairs in paired], dtype, device), dtype)
-            for p in range((axes + 1) // 2)
+            compute_csr(
+                _block_diagonal(
+                    [lp[p] if p < len(lp) else lat.num_vertices for lp, lat in zip(pairs, lattices, strict=True)],
+                    dtype,
+                    device,
+                ),
+                dtype,
+            )
+            for p in range(max(len(lp) for lp in pairs))
         )
         self.splat = compute_csr(self.splat, dtype)
 

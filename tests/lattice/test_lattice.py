@@ -284,11 +284,21 @@ def test_triton_backend_requested_without_gpu_raises():
         lab.PermutohedralLattice(torch.zeros(4, 2), backend="triton")
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("hashed", [False, True])
 @pytest.mark.parametrize("d", [1, 2, 3, 5])
-def test_paired_blurs_equal_the_dense_products(d, hashed):
-    """pair_products forms B_{i+1}·B_i from the neighbour tables: equal to the dense product of the axes."""
+def test_paired_blurs_equal_the_dense_products(d, hashed, compiled, monkeypatch):
+    """pair_products forms B_{i+1}·B_i from the neighbour tables: equal to the dense product of the axes.
+
+    Both ways: the compiled Numba pass and the PyTorch code that runs without Numba and on other devices.
+    """
+    from lab.lattice import numba_kernels
     from lab.lattice.build import blur_matrix, pair_products
+
+    if not compiled:
+        monkeypatch.setattr(numba_kernels, "available", lambda: False)
+    elif not numba_kernels.available():
+        pytest.skip("Numba is not installed")
 
     s = build_lattice(torch.rand(300, d) * 4, 2, force_hash=hashed)
     axes = [blur_matrix(nb, torch.float64).to_dense() for nb in s.blur_neighbours]
@@ -298,6 +308,10 @@ def test_paired_blurs_equal_the_dense_products(d, hashed):
             pair = order[2 * p : 2 * p + 2]
             expected = pair[1] @ pair[0] if len(pair) == 2 else pair[0]
             assert torch.equal(product.to_dense(), expected)
+            cols = product.col_indices()
+            for row in range(product.shape[0]):  # columns sorted within each row
+                start, end = product.crow_indices()[row : row + 2].tolist()
+                assert bool((cols[start + 1 : end] > cols[start : end - 1]).all())
 
 
 def test_paired_blurs_in_blocks_equal_one_block(monkeypatch):

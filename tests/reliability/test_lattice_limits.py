@@ -123,3 +123,10 @@ def test_cli_batch_with_tiny_theta_reports_each_image_and_exits_1(tmp_path):
     out = done.stdout + done.stderr
     assert out.count("theta_alpha=1e-20") == 2, out
     assert "Traceback" not in out
+
+
+def test_features_at_the_usual_bandwidths_are_built_as_given():
+    """No shift where none is needed: the lattice stays bit for bit the one pydensecrf builds."""
+    image = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(5)) * 255
+    f = lab.bilateral_features(image, 80.0, 13.0).permute(0, 2, 3, 1).reshape(-1, 5)
+    assert prepare_features(f) is f
