@@ -14,8 +14,9 @@ between the samples too).
 RSS is read from /proc/self/status (VmRSS; psutil reads the same field), so this runs on Linux only.
 
 The bound it checks: peak RSS ≤ start + the app cache's budget (``lab.explore.cache_budget()``, 1.5 GiB by
-default) + three more spatial lattices (``lab.crf.mean_field`` keeps the spatial lattices of the last 4 θγ
-in its own LRU, beyond the app cache; one is already in "start", measured at this size) + one working set.
+default) + the other spatial lattices (``lab.crf.mean_field`` keeps the spatial lattices of the last
+``_SPATIAL_CACHE_SIZE`` θγ in its own LRU, beyond the app cache; one is already in "start", measured at this
+size) + one working set.
 "start" is the RSS after the imports and that measurement, before the app's first run (VmHWM is reset
 there); one working set is the first view's peak above "start" less what the app cache kept of it: a
 lattice build's temporaries, one rerun's trace, figures and pictures. The script prints PASS or FAIL
@@ -38,7 +39,6 @@ from machine import describe
 APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
 MiB = 2**20
 GiB = 2**30
-SPATIAL_LRU = 4  # lab.crf.mean_field._SPATIAL_CACHE_SIZE: spatial lattices kept outside the app's cache
 
 
 def status_kib(field: str) -> int:
@@ -130,6 +130,7 @@ def main() -> int:
 
     from streamlit.testing.v1 import AppTest
 
+    from lab.crf.mean_field import _SPATIAL_CACHE_SIZE as SPATIAL_LRU  # spatial lattices kept outside the app's cache
     from lab.explore import app_cache, cache_budget, trim_heap
 
     budget = cache_budget()

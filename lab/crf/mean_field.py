@@ -55,7 +55,7 @@ __all__ = [
 KEEP = (None, "q", "steps")
 KERNELS = ("bilateral", "spatial")
 _KL_CLAMP = 1e-20  # pydensecrf's klDivergence: Q·log(max(Q, 1e-20))
-_SPATIAL_CACHE_SIZE = 4
+_SPATIAL_CACHE_SIZE = 2
 
 
 # ------------------------------------------------------------------------------------------- kernels

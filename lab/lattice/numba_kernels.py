@@ -276,6 +276,18 @@ if numba is not None:
                     neighbours[j, i, side] = -1 if prov < 0 else sorted_id[prov]
         return inverse, crow, col, val, neighbours
 
+    @njit(cache=True, inline="always")
+    def _stencil_point(nb, has, r, a):
+        """Point a (0 back, 1 self, 2 forward) of vertex r's [¼, ½, ¼] stencil along an axis: (vertex or −1, weight).
+
+        An identity axis (``has`` False) has only its centre, with weight 1.
+        """
+        if not has:
+            return (r, 1.0) if a == 1 else (np.int64(-1), 0.0)
+        if a == 1:
+            return r, 0.5
+        return (nb[r, 1] if a == 0 else nb[r, 0]), 0.25
+
     @njit(parallel=True, cache=True)
     def stencil_pairs(first, second, has_first, has_second):
         """The rows of the blur pair B_{i+1}·B_i: (V, 9) sorted columns, their values, and counts.
@@ -293,29 +305,11 @@ if numba is not None:
             r = np.int64(ri)
             n = 0
             for a in range(3):
-                u = r
-                wa = 1.0
-                if has_second:
-                    if a == 0:
-                        u = second[r, 1]
-                    elif a == 2:
-                        u = second[r, 0]
-                    wa = 0.5 if a == 1 else 0.25
-                elif a != 1:
-                    continue
+                u, wa = _stencil_point(second, has_second, r, a)
                 if u < 0:
                     continue
                 for b in range(3):
-                    t = u
-                    wb = 1.0
-                    if has_first:
-                        if b == 0:
-                            t = first[u, 1]
-                        elif b == 2:
-                            t = first[u, 0]
-                        wb = 0.5 if b == 1 else 0.25
-                    elif b != 1:
-                        continue
+                    t, wb = _stencil_point(first, has_first, u, b)
                     if t < 0:
                         continue
                     j = 0
