@@ -1,6 +1,8 @@
 """RSS over repeated mean-field calls: memory must stay flat (each call builds both lattices anew).
 
-Prints RSS every ``--every`` calls and the growth from the first report (after a warm-up) to the last.
+Prints RSS every ``--every`` calls, as it is and after a collection and glibc's malloc_trim (the live
+memory, without pages the allocator keeps for reuse, which swing by ±200 MiB from call to call), and a
+least-squares slope of the trimmed RSS: a leak is a positive slope.
 Each lattice build used to leak ~13 MiB at 0.25 MP (torch's CPU CSR @ CSR product): 200 calls took RSS from
 0.65 to 3.3 GiB. Usage: python benchmarks/memory.py [--calls 200] [--size 512] [--labels 21]
 """
@@ -9,10 +11,12 @@ import argparse
 import gc
 import time
 
+import numpy as np
 import torch
 from machine import describe
 
 import lab
+from lab.explore import trim_heap
 
 
 def rss_mib() -> float:
@@ -39,20 +43,29 @@ def main() -> None:
     print(f"mean_field: {args.size}×{args.size}, L = {args.labels}, T = {args.iterations}, {args.calls} calls")
     for _ in range(3):  # warm-up: allocator pools, compiled kernels, the spatial-lattice cache
         lab.mean_field(unary, image, params, iterations=args.iterations)
-    gc.collect()
-    start, peak, t0 = rss_mib(), 0.0, time.perf_counter()
-    print("| calls | RSS MiB | growth MiB |\n|---:|---:|---:|")
-    print(f"| 0 | {start:.0f} | 0 |")
+
+    def trimmed() -> float:
+        """RSS after a collection and glibc's malloc_trim: live memory, without the allocator's retained pages."""
+        gc.collect()
+        trim_heap()
+        return rss_mib()
+
+    start, start_trimmed, peak, t0 = rss_mib(), trimmed(), 0.0, time.perf_counter()
+    calls, live = [0], [start_trimmed]
+    print("| calls | RSS MiB | RSS after trim MiB | growth after trim MiB |\n|---:|---:|---:|---:|")
+    print(f"| 0 | {start:.0f} | {start_trimmed:.0f} | 0 |")
     for i in range(1, args.calls + 1):
         lab.mean_field(unary, image, params, iterations=args.iterations)
         peak = max(peak, rss_mib())
         if i % args.every == 0:
             now = rss_mib()
-            print(f"| {i} | {now:.0f} | {now - start:+.0f} |", flush=True)
-    end = rss_mib()
-    per_call = (end - start) / args.calls
+            calls.append(i)
+            live.append(trimmed())
+            print(f"| {i} | {now:.0f} | {live[-1]:.0f} | {live[-1] - start_trimmed:+.0f} |", flush=True)
+    slope = float(np.polyfit(calls, live, 1)[0])  # MiB per call, least squares over the samples
     print(
-        f"peak {peak:.0f} MiB; growth {end - start:+.0f} MiB over {args.calls} calls ({per_call:+.2f} MiB per call); "
+        f"peak RSS {peak:.0f} MiB; after trim {min(live):.0f}..{max(live):.0f} MiB over {args.calls} calls, "
+        f"fitted slope {slope:+.3f} MiB per call ({slope * args.calls:+.0f} MiB over the run); "
         f"{(time.perf_counter() - t0) / args.calls * 1000:.0f} ms per call"
     )
 
