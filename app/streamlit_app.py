@@ -14,6 +14,7 @@ import numpy as np
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from lab.cli import EXACT_MAX_PIXELS
 from lab.crf import CRFParams, TrainedCRF, TrainedCRFUnavailable, find_trained_crfs, load_trained_crf
 from lab.data import load_image, sample_images
 from lab.data.synthetic import CLASS_NAMES, render_scene
@@ -38,7 +39,6 @@ from lab.unary.mediapipe_source import SelfieSegmenter, SourceUnavailable, selfi
 from lab.viz import changed_mask, class_heatmap, colorize, entropy_map, kl_figure, overlay
 from lab.viz.palette import PALETTE
 
-EXACT_MAX_PIXELS = 96 * 96  # O(N²) message passing: about a second per iteration at this size on 2 cores
 # the CRF knobs' ranges (a trained CRF's values outside them are clamped, and the app says so)
 KNOB_RANGES = {
     "theta_alpha": (1.0, 200.0),

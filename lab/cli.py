@@ -53,8 +53,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".g
 _REFUSED_SUFFIXES = (".svg",)
 _OVERRIDES = ("theta_alpha", "theta_beta", "theta_gamma", "w_bilateral", "w_spatial", "normalize")
 _OUTPUT_SUFFIXES = {"labels": "_labels.png", "q": "_q.npy", "overlay": "_overlay.png"}
-# O(N²) message passing: the app's limit (EXACT_MAX_PIXELS in app/streamlit_app.py), about a second per
-# iteration at this size on 2 cores; an 800 × 600 image would take hours
+# O(N²) message passing, here and in the app: about a second per iteration at this size on 2 cores; an
+# 800 × 600 image would take hours
 EXACT_MAX_PIXELS = 96 * 96
 # the tag in the PNGs this tool writes; files carrying it are never taken as inputs
 _SOFTWARE_TAG = "crf-lab refine"

@@ -25,6 +25,7 @@ import torch
 
 from lab.crf import CRFKernels, CRFParams, MeanFieldTrace, mean_field
 from lab.lattice.backend import BACKENDS, resolve_backend
+from lab.unary.sources import MAX_LABELS  # 256: a palette colour (and a uint8 label value) per class id
 from lab.viz.palette import PALETTE
 
 __all__ = [
@@ -50,8 +51,6 @@ __all__ = [
     "to_tensor",
     "trim_heap",
 ]
-
-MAX_LABELS = len(PALETTE)  # 256: the palette (and the label PNG's uint8 pixels) has a colour per class id 0..255
 
 
 def fit_image(image: np.ndarray, max_side: int) -> np.ndarray:
