@@ -417,7 +417,7 @@ def main() -> None:
         with st.spinner("Running mean field…"):
             result = run_crf(unary, to_tensor(image), params, iterations, kernels, steps=show_steps)
         CACHE.remeasure()  # the first run made the kernels' sparse operators: count them, evict to fit
-    except (ValueError, TypeError, RuntimeError, MemoryError) as exc:
+    except (ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as exc:  # FloatingPointError: NaN Q
         error_box("Inference failed", exc)
         return
 

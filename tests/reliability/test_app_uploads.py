@@ -227,3 +227,16 @@ def test_exact_message_passing_at_a_large_size_falls_back_to_the_lattice(app):
     assert not app.exception and not errors(app)
     assert any("Exact message passing is O(N²)" in w.value for w in app.warning)
     assert int({m.label: m.value for m in app.metric}["Pixels changed vs unary"]) > 0
+
+
+def test_a_non_finite_q_is_shown_as_an_error(app, monkeypatch):
+    """mean_field raises FloatingPointError rather than return NaN; the page shows it and stays usable."""
+    import lab.explore
+
+    def nan_run(*args, **kwargs):
+        raise FloatingPointError("mean field: Q became NaN/Inf with w_bilateral=5, w_spatial=3")
+
+    monkeypatch.setattr(lab.explore, "run_crf", nan_run)
+    app.sidebar.slider(key="theta_alpha").set_value(70.0).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("Inference failed" in e and "Q became NaN" in e for e in errors(app)), errors(app)
