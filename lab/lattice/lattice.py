@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from lab._checks import check_choice, check_finite, check_shape, check_tensor
+from lab._checks import check_choice, check_shape, check_tensor
 from lab.lattice.backend import resolve_backend
 from lab.lattice.build import (
     BUILDERS,
@@ -97,7 +97,7 @@ class PermutohedralLattice:
             raise TypeError(f"features: expected a floating-point tensor, got {features.dtype}")
         if points.shape[0] == 0 or points.shape[1] == 0:
             raise ValueError(f"features: expected at least one point and one dimension, got {tuple(features.shape)}")
-        check_finite(points, "features")
+        # finiteness and representability are checked once, by build_lattice (lab.lattice.build.prepare_features)
         self.backend = resolve_backend(backend, features.device)
         if points.dtype not in (torch.float32, torch.float64):
             points = points.float()

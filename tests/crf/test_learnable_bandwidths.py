@@ -1,4 +1,4 @@
-"""Learnable bandwidths θα, θβ, θγ (issue 9): CRFRNN(learnable_bandwidths=True) and mean field with tensor θ."""
+"""Learnable bandwidths θα, θβ, θγ: CRFRNN(learnable_bandwidths=True) and mean field with tensor θ."""
 
 import importlib
 import math

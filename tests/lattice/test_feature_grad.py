@@ -1,4 +1,4 @@
-"""Gradients of the Gaussian filter with respect to the features (issue 9).
+"""Gradients of the Gaussian filter with respect to the features.
 
 The ladder: autograd through the exact filter (the oracle, float64) ← the analytic formula of
 ``lab.lattice.feature_grad`` run with the exact kernel in place of the lattice (must agree to rounding) ← the

@@ -236,7 +236,7 @@ def test_half_values_are_accepted():
 
 
 def test_feature_gradient_flows_along_the_exact_one():
-    """Features that require grad (refused before issue 9) get the exact filter's gradient, approximately
+    """Features that require grad get the exact filter's gradient, approximately
     (bounds and measurements: tests/lattice/test_feature_grad.py)."""
     g = torch.Generator().manual_seed(0)
     f = (torch.rand(40, 2, generator=g, dtype=torch.float64) * 4).requires_grad_()

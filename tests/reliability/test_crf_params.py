@@ -1,9 +1,8 @@
 """Every CRF parameter is checked for type, finiteness and range; mean field never returns NaN silently.
 
-NaN / Inf / overflowing weights and µ used to be accepted and give an all-NaN Q (which the CLI reported as
-"ok"); integer images skipped the 0..255 check; ``window_size=11.0`` crashed inside the window filter;
-prebuilt ``kernels=`` for other θ were silently used. Hypothesis fuzzes parameter sets: the result is a
-finite Q whose rows sum to 1, or an error that names a parameter.
+NaN, Inf or overflowing weights and µ, non-integer window sizes, out-of-range integer images and prebuilt
+``kernels=`` for other θ are refused by name; Q is never returned non-finite. Hypothesis fuzzes parameter
+sets: the result is a finite Q whose rows sum to 1, or an error that names a parameter.
 """
 
 import math

@@ -1,8 +1,8 @@
 """Memory stays flat over repeated lattice builds and mean-field calls (RSS measured, not assumed).
 
-Each lattice build used to leak its sparse × sparse product workspace (about 13 MiB per lattice at 0.25 MP,
-150 MiB per 0.25 MP mean-field call with both kernels): RSS grew without bound; at 192 × 192 the old code
-grew by 648 MiB over these 25 calls. RSS is read after a collection and glibc's malloc_trim (live memory:
+A leak in the lattice build (torch's CPU sparse × sparse product leaks ~13 MiB per lattice at 0.25 MP)
+shows as growth over these 25 calls at 192 × 192: 279 MiB of live memory with that product in place.
+RSS is read after a collection and glibc's malloc_trim (live memory:
 raw RSS swings by ±200 MiB with the allocator's retained pages, seen here); the bound below is a margin
 over the flat trimmed RSS measured with the leak fixed (0 MiB of growth over 200 calls at 512 × 512).
 """

@@ -1,7 +1,7 @@
 """The memory estimates hold for any θ and every stage refuses before it allocates.
 
-The build's estimate used to assume ≤ 1.36 vertices per point; θ = 1 gives up to d+1 = 6, and nothing
-estimated mean field itself. Peak RSS is measured in a fresh process (ru_maxrss) and compared with the
+The estimates must bound any θ: V reaches (d+1)·M (6 per point at d = 5) for tiny θ, and mean field's
+buffers and trace are estimated too. Peak RSS is measured in a fresh process (ru_maxrss) and compared with the
 estimate; the refusals are checked by pretending little memory is free.
 """
 
