@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lab.errors import LabError
+
 __all__ = ["EXACT_MAX_PIXELS", "IMAGE_SUFFIXES", "main"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
@@ -62,7 +64,7 @@ _SOFTWARE_TAG = "crf-lab refine"
 _STOP_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
-class UsageError(Exception):
+class UsageError(LabError):
     """Bad arguments: reported with exit code 2."""
 
 

@@ -18,13 +18,14 @@ import torch
 from lab._paths import train_artifacts
 from lab.crf.module import CRFRNN
 from lab.crf.params import BANDWIDTHS, CRFParams
+from lab.errors import Unavailable
 
 __all__ = ["TrainedCRF", "TrainedCRFUnavailable", "find_trained_crfs", "load_trained_crf"]
 
 _PREFIX = "crf."
 
 
-class TrainedCRFUnavailable(ValueError):
+class TrainedCRFUnavailable(Unavailable, ValueError):
     """The file is not a readable CRF-RNN training checkpoint (the message says why)."""
 
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lab.errors import LabError
+
 __all__ = ["DEFAULT_MAX_PIXELS", "SAMPLE_IMAGE_NAMES", "ImageTooLargeError", "load_image", "sample_images"]
 
 
@@ -115,7 +117,7 @@ decoded, so a small compressed file that claims to be 12000 × 12000 is refused 
 _SVG_START = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!DOCTYPE svg[^>]*>\s*)?<svg[\s>]", re.S | re.I)
 
 
-class ImageTooLargeError(ValueError):
+class ImageTooLargeError(LabError, ValueError):
     """An image whose header claims more pixels than the cap; raised before decoding.
 
     Attributes:

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from lab._paths import train_artifacts
+from lab.errors import Unavailable
 from lab.models import FCN
 
 __all__ = ["FCNUnavailable", "fcn_unary", "find_fcn_checkpoint", "load_fcn"]
 
 
-class FCNUnavailable(RuntimeError):
+class FCNUnavailable(Unavailable):
     """No trained FCN checkpoint was found (the message says how to train one)."""
 
 

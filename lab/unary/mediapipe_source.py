@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from lab.crf.unary import unary_from_softmax
+from lab.errors import Unavailable
 
 __all__ = [
     "SELFIE_CLASS_NAMES",
@@ -46,7 +47,7 @@ SELFIE_SHA256 = "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5
 _FALLBACK_PLATFORM = ["--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "--implementation", "cp"]
 
 
-class SourceUnavailable(RuntimeError):
+class SourceUnavailable(Unavailable):
     """The selfie segmenter cannot run here; the message says why and how to fix it."""
 
 

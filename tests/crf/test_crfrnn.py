@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from crf_inputs import small_problem
+from inputs import small_problem
 
 from lab.crf import CRFRNN, CRFParams, mean_field, potts_compat, unary_from_labels, unary_from_softmax
 

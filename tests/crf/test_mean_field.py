@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from crf_inputs import image_tensor, photo, small_problem, synthetic_unary
+from inputs import image_tensor, photo, small_problem, synthetic_unary
 
 import lab.crf as crf
 from lab.crf import CRFKernels, CRFParams, mean_field

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from crf_inputs import image_tensor, photo
+from inputs import image_tensor, photo
 
 import lab
 from lab.lattice.multi import MultiLatticeFilter, filter_scales

@@ -7,7 +7,7 @@ iterations against ``DenseCRF2D.inference(T)``, and our KL against its ``klDiver
 import numpy as np
 import pytest
 import torch
-from crf_inputs import image_tensor, photo, synthetic_unary
+from inputs import image_tensor, photo, synthetic_unary
 
 from lab.crf import CRFParams, mean_field, unary_from_labels, unary_from_softmax
 

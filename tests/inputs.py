@@ -1,6 +1,7 @@
-"""Shared inputs for the CRF tests: scikit-image photo crops and smooth synthetic unaries.
+"""Inputs shared by the tests: scikit-image photo crops, a synthetic photo, smooth synthetic unaries.
 
-Imported by module name (tests/ holds no packages, pytest puts this folder on sys.path).
+Imported by module name, ``from inputs import photo`` (tests/ holds no packages; pytest puts this folder,
+where the root ``conftest.py`` lives, on sys.path).
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ def photo(name: str, rows: slice | None = None, cols: slice | None = None) -> np
     loader, r, c = PHOTOS[name]
     img = loader()[rows or r, cols or c]
     return np.ascontiguousarray(img[..., :3])
+
+
+def synthetic_photo(h: int = 24, w: int = 30, seed: int = 0) -> np.ndarray:
+    """(H, W, 3) uint8: a yellow right half and a red block on black, with ±10 noise (two clear edges)."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, w // 2 :] = (210, 200, 40)
+    img[h // 4 : 3 * h // 4, w // 5 : w // 2] = (200, 30, 30)
+    return np.clip(img.astype(int) + rng.integers(-10, 10, img.shape), 0, 255).astype(np.uint8)
 
 
 def image_tensor(img: np.ndarray) -> torch.Tensor:
