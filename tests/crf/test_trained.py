@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn.utils import parametrize
 
-from lab.crf import CRFRNN, CRFParams, TrainedCRFUnavailable, find_trained_crfs, load_trained_crf
+from lab.crf import CRFParams, TrainedCRFUnavailable, find_trained_crfs, load_trained_crf
 from lab.models import FCN
 from lab.train import SegmentationCRFRNN
-from lab.train.models import SymmetricCompat
+from lab.train.experiment import _make_crf
 
 L = 4
 
@@ -18,15 +17,7 @@ def _trained(variant: str) -> SegmentationCRFRNN:
     """A network whose CRF has moved away from its initial values, as training leaves it."""
     torch.manual_seed(0)
     params = CRFParams(theta_alpha=9.0, theta_beta=11.0, theta_gamma=2.5, w_bilateral=6.0, w_spatial=2.0)
-    crf = CRFRNN(
-        L,
-        iterations=3,
-        params=params,
-        per_class_weights=variant == "per-class",
-        learnable_bandwidths=variant == "learned-theta",
-    )
-    if variant == "symmetric":
-        parametrize.register_parametrization(crf, "compat", SymmetricCompat())
+    crf = _make_crf(variant, params, L, iterations=3)
     with torch.no_grad():
         for p in crf.parameters():
             p.add_(0.3 * torch.randn_like(p))
