@@ -123,7 +123,7 @@ def estimated_working_set(png: bytes) -> int:
     from lab.crf import CRFKernels, CRFParams
     from lab.crf.mean_field import _spatial_lattice, estimate_mean_field_bytes
     from lab.data.photos import load_image
-    from lab.lattice.build import estimate_build_bytes
+    from lab.lattice.limits import estimate_build_bytes
 
     image = torch.from_numpy(load_image(png)).permute(2, 0, 1)[None].float()
     kernels = CRFKernels(image, CRFParams(theta_alpha=40.0, theta_beta=3.0, theta_gamma=1.0))

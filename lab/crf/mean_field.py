@@ -29,10 +29,10 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 from lab._checks import check_choice, check_finite, check_int, check_shape, check_tensor
 from lab.crf.params import MESSAGE_PASSING, CRFParams
 from lab.lattice.backend import resolve_backend
-from lab.lattice.build import check_memory
 from lab.lattice.exact import exact_gaussian_filter
 from lab.lattice.features import bilateral_features, spatial_features
 from lab.lattice.lattice import PermutohedralLattice
+from lab.lattice.limits import check_memory
 from lab.lattice.multi import MultiLatticeFilter, filter_scales
 
 __all__ = [

@@ -4,7 +4,8 @@ from lab.lattice.backend import resolve_backend, triton_available
 from lab.lattice.build import LatticeStructure, build_lattice
 from lab.lattice.exact import exact_gaussian_filter
 from lab.lattice.features import bilateral_features, spatial_features
-from lab.lattice.lattice import NORMALIZATIONS, PermutohedralLattice, gaussian_filter
+from lab.lattice.lattice import PermutohedralLattice, gaussian_filter
+from lab.lattice.normalize import NORMALIZATIONS
 
 __all__ = [
     "NORMALIZATIONS",

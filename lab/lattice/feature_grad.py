@@ -88,7 +88,7 @@ class GaussianFilter(torch.autograd.Function):
     ) -> torch.Tensor:
         """A x, filtered now or taken from ``known``; saves x, f and A x for the backward pass."""
         ctx.lattice, ctx.transpose = lattice, transpose
-        out = (lattice._kt if transpose else lattice._k)(x) if known is None else known.clone()
+        out = lattice.apply_kernel(x, transpose) if known is None else known.clone()
         ctx.save_for_backward(x, f, out)
         return out
 

@@ -20,19 +20,12 @@ import torch
 
 from lab._checks import check_choice, check_shape, check_tensor
 from lab.lattice.backend import resolve_backend
-from lab.lattice.build import (
-    BUILDERS,
-    LatticeStructure,
-    build_lattice,
-    compute_csr,
-    pair_products,
-)
+from lab.lattice.build import BUILDERS, LatticeStructure, build_lattice
 from lab.lattice.feature_grad import GaussianFilter, centred_features
+from lab.lattice.normalize import NORMALIZATIONS, normalized
+from lab.lattice.torch_ops import TorchOps
 
-__all__ = ["NORMALIZATIONS", "PermutohedralLattice", "gaussian_filter"]
-
-NORMALIZATIONS = ("none", "after", "symmetric")
-_EPS = 1e-20  # as densecrf: 1 / (K1 + 1e-20)
+__all__ = ["PermutohedralLattice", "gaussian_filter"]
 
 
 class _LinearOp(torch.autograd.Function):
@@ -46,6 +39,15 @@ class _LinearOp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return _LinearOp.apply(grad, ctx.adj, ctx.fwd), None, None
+
+
+def _make_ops(structure: LatticeStructure, backend: str):
+    """The one place a resolved backend becomes the object that runs splat, blur and slice."""
+    if backend == "triton":
+        from lab.lattice.triton import TritonOps
+
+        return TritonOps(structure)
+    return TorchOps(structure)
 
 
 def _features_to_points(features: torch.Tensor) -> tuple[torch.Tensor, int, tuple[int, ...] | None]:
@@ -109,7 +111,8 @@ class PermutohedralLattice:
         self._image_shape = image_shape
         self._dtype = points.dtype
         # dtype → (slice, splat, blur passes, reverse-blur passes)
-        self._matrices: dict[torch.dtype, tuple] = {}
+        self.ops = _make_ops(self.structure, self.backend)  # splat / blur / slice_, chosen once
+        self._torch_ops = self.ops if isinstance(self.ops, TorchOps) else None
         self._norm: dict[torch.dtype, torch.Tensor] = {}
 
     # ----------------------------------------------------------------------------------------- shapes
@@ -135,7 +138,7 @@ class PermutohedralLattice:
 
     def _to_points(self, values: torch.Tensor, name: str = "values") -> torch.Tensor:
         check_tensor(values, name)
-        if self._image_shape is None:
+        if self._image_shape is None or values.dim() == 2:  # already (M, C) points
             check_shape(values, name, [self.num_points, "C"])
             return values
         b, h, w = self._image_shape
@@ -149,63 +152,22 @@ class PermutohedralLattice:
         return points.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
     # ------------------------------------------------------------------------------- linear operators
-    def _ops(self, dtype: torch.dtype, reverse_blur: bool = False):
-        """[slice, splat, blur passes, reverse-blur passes] as sparse matrices of ``dtype``, cached per dtype.
-
-        The reverse passes are made when ``reverse_blur`` first asks for them (the adjoint, backward passes).
-        """
-        if dtype not in self._matrices:
-            s = self.structure
-            # consecutive axes multiplied into one matrix (≤ 9 entries a row): half the passes over the vertex
-            # values; the adjoint's pairs (the other order: each axis is symmetric) are made on first use
-            self._matrices[dtype] = [
-                compute_csr(s.slice_matrix, dtype),
-                compute_csr(s.splat_matrix, dtype),
-                tuple(compute_csr(b, dtype) for b in pair_products(list(s.blur_neighbours), dtype)),
-                None,
-            ]
-        ops = self._matrices[dtype]
-        if reverse_blur and ops[3] is None:
-            reverse = list(self.structure.blur_neighbours.flip(0))
-            ops[3] = tuple(compute_csr(b, dtype) for b in pair_products(reverse, dtype))
-        return ops
+    @property
+    def torch_ops(self) -> TorchOps:
+        """The PyTorch sparse operators of this lattice (the fused CPU filter reads their matrices)."""
+        if self._torch_ops is None:
+            self._torch_ops = TorchOps(self.structure)
+        return self._torch_ops
 
     def paired_blurs(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """The blur as ⌈(d+1)/2⌉ CSR (V, V) matrices B1·B0, B3·B2, … in ``dtype`` (cached): y ← P·y in turn."""
-        return self._ops(dtype)[2]
-
-    def _triton_kernels(self):
-        """The Triton launchers (:mod:`lab.lattice.triton_kernels`), imported on first use only."""
-        from lab.lattice import triton_kernels
-
-        return triton_kernels
-
-    def _splat(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backend == "triton":
-            tk = self._triton_kernels()
-            return tk.lattice_splat(x, tk.triton_lattice(self.structure))
-        return self._ops(x.dtype)[1] @ x.contiguous()
-
-    def _slice(self, y: torch.Tensor) -> torch.Tensor:
-        if self.backend == "triton":
-            tk = self._triton_kernels()
-            compact = tk.triton_lattice(self.structure)
-            return tk.lattice_slice(y, compact.vertex_index, compact.barycentric)
-        return self._ops(y.dtype)[0] @ y.contiguous()
-
-    def _blur(self, y: torch.Tensor, reverse: bool) -> torch.Tensor:
-        if self.backend == "triton":
-            tk = self._triton_kernels()
-            return tk.lattice_blur(y, tk.triton_lattice(self.structure), reverse)
-        for b in self._ops(y.dtype, reverse)[3 if reverse else 2]:
-            y = b @ y
-        return y
+        return self.torch_ops.matrices(dtype).blurs
 
     def _blur_fwd(self, y: torch.Tensor) -> torch.Tensor:
-        return self._blur(y, False)
+        return self.ops.blur(y, False)
 
     def _blur_rev(self, y: torch.Tensor) -> torch.Tensor:
-        return self._blur(y, True)
+        return self.ops.blur(y, True)
 
     def _check_values(self, values: torch.Tensor, name: str) -> torch.Tensor:
         if not values.is_floating_point():
@@ -222,13 +184,13 @@ class PermutohedralLattice:
         """Splat values onto the lattice vertices, each point onto its d+1 simplex corners.
 
         Args:
-            values: (N, C) or (B, C, H, W), as the features.
+            values: (N, C) or (B, C, H, W), as the features, or (M, C) in point layout (:meth:`to_points`).
 
         Returns:
             (V, C) vertex values, V = :attr:`num_vertices`.
         """
         x = self._check_values(self._to_points(values), "values")
-        return _LinearOp.apply(x, self._splat, self._slice)
+        return _LinearOp.apply(x, self.ops.splat, self.ops.slice_)
 
     def blur(self, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
         """Blur vertex values with [1/4, 1/2, 1/4] along each of the d+1 lattice axes in turn.
@@ -256,17 +218,21 @@ class PermutohedralLattice:
         """
         check_shape(x, "x", [self.num_vertices, "C"])
         x = self._check_values(x, "x")
-        return self._from_points(_LinearOp.apply(x, self._slice, self._splat))
+        return self._from_points(_LinearOp.apply(x, self.ops.slice_, self.ops.splat))
+
+    def apply_kernel(self, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """K x (or Kᵀ x) for (M, C) points: slice · blur · splat, unnormalised, not differentiable by itself.
+
+        The adjoint Kᵀ runs the blur axes in reverse order (splatᵀ = slice, each axis symmetric).
+        """
+        return self.ops.slice_(self.ops.blur(self.ops.splat(x), transpose))
 
     def _apply_k(self, x: torch.Tensor) -> torch.Tensor:
-        """K x for (M, C) points, unnormalised, differentiable."""
-        return _LinearOp.apply(x, self._k, self._kt)
-
-    def _k(self, x: torch.Tensor) -> torch.Tensor:
-        return self._slice(self._blur(self._splat(x), False))
+        """K x for (M, C) points, unnormalised, differentiable (its backward is Kᵀ)."""
+        return _LinearOp.apply(x, self.apply_kernel, self._kt)
 
     def _kt(self, x: torch.Tensor) -> torch.Tensor:
-        return self._slice(self._blur(self._splat(x), True))
+        return self.apply_kernel(x, True)
 
     @property
     def features_require_grad(self) -> bool:
@@ -284,7 +250,7 @@ class PermutohedralLattice:
         dtype = dtype or self._dtype
         if dtype not in self._norm:
             ones = torch.ones(self.num_points, 1, dtype=dtype, device=self.structure.slice_matrix.device)
-            self._norm[dtype] = self._k(ones)
+            self._norm[dtype] = self.apply_kernel(ones)
         return self._norm[dtype]
 
     def filter(self, values: torch.Tensor, normalize: str = "after") -> torch.Tensor:
@@ -302,7 +268,8 @@ class PermutohedralLattice:
         """
         check_choice(normalize, "normalize", NORMALIZATIONS)
         points = self._check_values(self._to_points(values), "values")
-        return self._from_points(self.filter_points(points, normalize)).to(values.dtype)
+        out = self.filter_points(points, normalize)
+        return (out if values.dim() == 2 else self._from_points(out)).to(values.dtype)
 
     def filter_points(self, x: torch.Tensor, normalize: str = "after") -> torch.Tensor:
         """:meth:`filter` on values already in point layout (M, C), M = B·H·W, rows ordered (b, y, x).
@@ -323,12 +290,8 @@ class PermutohedralLattice:
         f = self._feature_points(x.dtype)
         if f is not None:
             return self._filter_with_features(x, f, normalize)
-        if normalize == "none":
-            return self._apply_k(x) / self.structure.kernel_scale
-        if normalize == "after":
-            return self._apply_k(x) / (self.normalizer(x.dtype) + _EPS)
-        inv_sqrt = torch.rsqrt(self.normalizer(x.dtype) + _EPS)
-        return inv_sqrt * self._apply_k(inv_sqrt * x)
+        k1 = None if normalize == "none" else self.normalizer(x.dtype)
+        return normalized(self._apply_k, x, normalize, k1, self.structure.kernel_scale)
 
     def _filter_with_features(self, x: torch.Tensor, f: torch.Tensor, normalize: str) -> torch.Tensor:
         """The normalised filters composed from K(x, f), the primitive differentiable in both.
@@ -340,14 +303,11 @@ class PermutohedralLattice:
         def k(v: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
             return GaussianFilter.apply(v, f, self, False, known)
 
-        if normalize == "none":
-            return k(x) / self.structure.kernel_scale
-        ones = torch.ones(self.num_points, 1, dtype=x.dtype, device=x.device)
-        k1 = k(ones, self.normalizer(x.dtype))  # D = K·1, a function of f
-        if normalize == "after":
-            return k(x) / (k1 + _EPS)
-        inv_sqrt = torch.rsqrt(k1 + _EPS)
-        return inv_sqrt * k(inv_sqrt * x)
+        k1 = None
+        if normalize != "none":
+            ones = torch.ones(self.num_points, 1, dtype=x.dtype, device=x.device)
+            k1 = k(ones, self.normalizer(x.dtype))  # D = K·1, a function of f
+        return normalized(k, x, normalize, k1, self.structure.kernel_scale)
 
     def to_points(self, values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) or (N, C) values → (M, C) point layout (a view where possible)."""

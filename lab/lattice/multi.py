@@ -22,12 +22,11 @@ from collections.abc import Sequence
 import torch
 
 from lab._checks import check_choice, check_shape
-from lab.lattice.build import compute_csr, csr
-from lab.lattice.lattice import NORMALIZATIONS, PermutohedralLattice
+from lab.lattice.lattice import PermutohedralLattice
+from lab.lattice.normalize import NORMALIZATIONS, scales
+from lab.lattice.sparse import compute_csr, csr
 
-__all__ = ["MultiLatticeFilter", "filter_scales"]
-
-_EPS = 1e-20  # as PermutohedralLattice.filter_points
+__all__ = ["MultiLatticeFilter"]
 
 
 def filter_scales(
@@ -53,14 +52,7 @@ def filter_scales(
         True
     """
     check_choice(normalize, "normalize", NORMALIZATIONS)
-    k1 = lattice.normalizer(dtype)
-    ones = torch.ones_like(k1)
-    if normalize == "symmetric":
-        inv_sqrt = torch.rsqrt(k1 + _EPS)
-        return inv_sqrt, inv_sqrt
-    if normalize == "after":
-        return ones, 1.0 / (k1 + _EPS)
-    return ones, ones / lattice.structure.kernel_scale
+    return scales(lattice.normalizer(dtype), normalize, lattice.structure.kernel_scale)
 
 
 def _block_diagonal(blocks: Sequence[torch.Tensor | int], dtype: torch.dtype, device) -> torch.Tensor:
@@ -138,7 +130,7 @@ class MultiLatticeFilter:
             v_off += s.num_vertices
             nnz_off += col.shape[0]
         self.num_vertices = v_off
-        self.splat = csr(torch.cat(splat_crow), torch.cat(splat_col), torch.cat(splat_val), (v_off, m))
+        splat = csr(torch.cat(splat_crow), torch.cat(splat_col), torch.cat(splat_val), (v_off, m))
         # (M, Σ(d+1)): lattice m's corners in its block of columns (columns stay sorted: blocks are in order)
         self._unit_slice_val = torch.cat(slice_val, 1)
         self._widths = [c.shape[1] for c in slice_col]
@@ -153,7 +145,7 @@ class MultiLatticeFilter:
             dtype,
         )
         self._slice_crow, self._slice_col = unit.crow_indices(), unit.col_indices()
-        self.slice_ = self._weighted_slice(weights)
+        self._slice_matrix = self._weighted_slice(weights)
         # pair p of the fused operator is the block-diagonal of the lattices' pair p (each lattice's own cached
         # pairs; the identity where a lattice has fewer axes)
         pairs = [lat.paired_blurs(dtype) for lat in lattices]
@@ -168,7 +160,7 @@ class MultiLatticeFilter:
             )
             for p in range(max(len(lp) for lp in pairs))
         )
-        self.splat = compute_csr(self.splat, dtype)
+        self._splat_matrix = compute_csr(splat, dtype)
 
     def _weighted_slice(self, weights: Sequence[float]) -> torch.Tensor:
         """The slice with each lattice's block of columns scaled by its weight: diag(w · post) · Sᵀ."""
@@ -198,7 +190,7 @@ class MultiLatticeFilter:
             True
         """
         other = copy.copy(self)
-        other.slice_ = self._weighted_slice(weights)
+        other._slice_matrix = self._weighted_slice(weights)
         return other
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,7 +203,7 @@ class MultiLatticeFilter:
             (M, C) weighted sum of the K normalised filterings.
         """
         check_shape(x, "x", [self.num_points, "C"])
-        y = self.splat @ x.contiguous()  # (ΣV, C)
+        y = self._splat_matrix @ x.contiguous()  # (ΣV, C)
         for b in self.blurs:
             y = b @ y
-        return self.slice_ @ y
+        return self._slice_matrix @ y

@@ -49,7 +49,7 @@ if numba is not None:
     def simplex(f, scale, jj, c, elev, rem0f, rem0, rank, bary):
         """One point: elevate f, nearest remainder-0 point, ranks, barycentric weights; False if a rank is out of range.
 
-        The same float operations, in the same dtype and order, as ``build._elevate`` and ``build._simplex``
+        The same float operations, in the same dtype and order, as ``elevation.elevate`` and ``elevation.simplex``
         (jj holds 0..d+1 in the features' dtype so that no step is promoted to float64), so both builds give
         the same lattice.
         """
@@ -375,7 +375,8 @@ def warm_up() -> None:
     """
     import torch
 
-    from lab.lattice.build import build_lattice, pair_products
+    from lab.lattice.build import build_lattice
+    from lab.lattice.sparse import pair_products
 
     for dtype in (torch.float32, torch.float64):
         s = build_lattice(torch.rand(64, 2, dtype=dtype) * 4, builder="numba")
@@ -383,7 +384,7 @@ def warm_up() -> None:
 
 
 def stencil_arrays(first: np.ndarray | None, second: np.ndarray | None, num_vertices: int, dtype: np.dtype):
-    """The blur pair B_{i+1}·B_i of :func:`lab.lattice.build.pair_products` as CSR arrays.
+    """The blur pair B_{i+1}·B_i of :func:`lab.lattice.sparse.pair_products` as CSR arrays.
 
     Args:
         first: (V, 2) int64 neighbour table of axis i, or None for an identity axis.
@@ -499,7 +500,7 @@ def build_arrays(
         if faults:
             raise RuntimeError(
                 f"permutohedral lattice: {faults} points fell outside their simplex or the code bounds; "
-                "build_lattice prepares features so that this cannot happen (lab.lattice.build.prepare_features)"
+                "build_lattice prepares features so that this cannot happen (lab.lattice.limits.prepare_features)"
             )
         keys, ids, entry_id, distinct = dedupe(codes.reshape(-1))
         if check_vertices is not None:

@@ -1,6 +1,6 @@
 """The permutohedral lattice made visible: vertex positions, enclosing simplices and a 2-D drawing.
 
-The lattice lives on the plane Σ = 0 of R^{d+1}. The elevation (``lab.lattice.build._elevate``) is a linear
+The lattice lives on the plane Σ = 0 of R^{d+1}. The elevation (``lab.lattice.elevation.elevate``) is a linear
 map of rank d from feature space onto that plane, so every lattice point has exactly one preimage in feature
 space: these helpers map the lattice back there, where the points and the Gaussian's σ = 1 can be seen.
 Nothing here is used by the filter itself; it recomputes the same simplices for plotting.
@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lab.lattice.build import _corner, _elevate, _simplex
+from lab.lattice.elevation import corner, elevate, simplex
 
 __all__ = ["LatticeGeometry", "draw_lattice_2d", "lattice_geometry", "lattice_mesh_2d"]
 
 
 def _to_features(keys: torch.Tensor, d: int) -> torch.Tensor:
     """(..., d+1) points of the plane Σ = 0 → (..., d) feature coordinates (the elevation's preimage)."""
-    basis = _elevate(torch.eye(d, dtype=torch.float64)).T  # (d+1, d): column k is the image of e_k
+    basis = elevate(torch.eye(d, dtype=torch.float64)).T  # (d+1, d): column k is the image of e_k
     return keys.to(torch.float64) @ torch.linalg.pinv(basis).T
 
 
@@ -69,10 +69,10 @@ def lattice_geometry(features: torch.Tensor) -> LatticeGeometry:
     if f.dim() != 2:
         raise ValueError(f"features: expected shape (N, d), got {tuple(f.shape)}")
     _, d = f.shape
-    rem0, rank, weights = _simplex(_elevate(f))
+    rem0, rank, weights = simplex(elevate(f))
     keys = []
     for k in range(d + 1):
-        stored = _corner(rem0, rank, k)  # (N, d); the last coordinate follows from Σ = 0
+        stored = corner(rem0, rank, k)  # (N, d); the last coordinate follows from Σ = 0
         keys.append(torch.cat([stored, -stored.sum(1, keepdim=True)], 1))
     corners = _to_features(torch.stack(keys, 1), d)  # (N, d+1, d)
     index = PermutohedralLattice(f).structure.vertex_index
@@ -106,7 +106,7 @@ def lattice_mesh_2d(lo: tuple[float, float], hi: tuple[float, float]) -> tuple[n
         (2, (2, 2))
     """
     box = torch.tensor([[lo[0], lo[1]], [hi[0], lo[1]], [lo[0], hi[1]], [hi[0], hi[1]]], dtype=torch.float64)
-    span = _elevate(box)
+    span = elevate(box)
     r = int(np.ceil(float(span.abs().max()))) + 3
     keys = []
     for a, b in itertools.product(range(-r, r + 1), repeat=2):
@@ -159,8 +159,8 @@ def draw_lattice_2d(ax, features: torch.Tensor, highlight: int = 0, annotate: bo
     tri = geo.corners[highlight]
     ax.add_patch(Polygon(tri, closed=True, facecolor="tab:green", alpha=0.25, edgecolor="tab:green", zorder=1))
     p = geo.points[highlight]
-    for corner, b in zip(tri, geo.barycentric[highlight], strict=True):
-        ax.plot([p[0], corner[0]], [p[1], corner[1]], color="tab:green", lw=1.2 + 3 * b, zorder=2)
+    for vertex, b in zip(tri, geo.barycentric[highlight], strict=True):
+        ax.plot([p[0], vertex[0]], [p[1], vertex[1]], color="tab:green", lw=1.2 + 3 * b, zorder=2)
         if annotate:
             ax.annotate(
                 f"b = {b:.2f}", corner, textcoords="offset points", xytext=(6, 6), fontsize=9, color="darkgreen"

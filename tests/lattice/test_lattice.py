@@ -247,34 +247,6 @@ def test_feature_gradient_flows_along_the_exact_one():
     torch.testing.assert_close(lab.gaussian_filter(v, f).detach(), lab.gaussian_filter(v, f.detach()))
 
 
-@pytest.mark.parametrize(
-    ("call", "exc", "name"),
-    [
-        (lambda: lab.PermutohedralLattice(torch.zeros(3, 4, 5)), ValueError, "features"),
-        (lambda: lab.PermutohedralLattice(torch.zeros(0, 2)), ValueError, "features"),
-        (lambda: lab.PermutohedralLattice(torch.zeros(4, 2, dtype=torch.long)), TypeError, "features"),
-        (lambda: lab.PermutohedralLattice(torch.tensor([[0.0, float("nan")]])), ValueError, "features"),
-        (lambda: lab.PermutohedralLattice(torch.zeros(4, 2), backend="cuda"), ValueError, "backend"),
-        (lambda: lab.PermutohedralLattice(torch.zeros(4, 2)).filter(torch.zeros(5, 1)), ValueError, "values"),
-        (lambda: lab.PermutohedralLattice(torch.zeros(4, 2)).filter(torch.zeros(4, 1), "l2"), ValueError, "normalize"),
-        (
-            lambda: lab.PermutohedralLattice(torch.zeros(4, 2)).filter(torch.zeros(4, 1, dtype=torch.long)),
-            TypeError,
-            "values",
-        ),
-        (
-            lambda: lab.PermutohedralLattice(torch.zeros(1, 2, 3, 3)).filter(torch.zeros(1, 1, 3, 4)),
-            ValueError,
-            "values",
-        ),
-        (lambda: lab.PermutohedralLattice(torch.zeros(4, 2)).blur(torch.zeros(99, 1)), ValueError, "x"),
-    ],
-)
-def test_bad_input_errors_name_the_argument(call, exc, name):
-    with pytest.raises(exc, match=name):
-        call()
-
-
 def test_triton_backend_requested_without_gpu_raises():
     import os
 
@@ -293,7 +265,7 @@ def test_paired_blurs_equal_the_dense_products(d, hashed, compiled, monkeypatch)
     Both ways: the compiled Numba pass and the PyTorch code that runs without Numba and on other devices.
     """
     from lab.lattice import numba_kernels
-    from lab.lattice.build import blur_matrix, pair_products
+    from lab.lattice.sparse import blur_matrix, pair_products
 
     if not compiled:
         monkeypatch.setattr(numba_kernels, "available", lambda: False)
@@ -316,12 +288,12 @@ def test_paired_blurs_equal_the_dense_products(d, hashed, compiled, monkeypatch)
 
 def test_paired_blurs_in_blocks_equal_one_block(monkeypatch):
     """The stencils are formed in blocks of vertices; block boundaries change nothing."""
-    import lab.lattice.build as build_module
+    import lab.lattice.sparse as sparse_module
 
     s = build_lattice(torch.rand(400, 3) * 4)
-    whole = build_module.pair_products(list(s.blur_neighbours), torch.float32)
-    monkeypatch.setattr(build_module, "_STENCIL_ROWS", 7)
-    blocks = build_module.pair_products(list(s.blur_neighbours), torch.float32)
+    whole = sparse_module.pair_products(list(s.blur_neighbours), torch.float32)
+    monkeypatch.setattr(sparse_module, "_STENCIL_ROWS", 7)
+    blocks = sparse_module.pair_products(list(s.blur_neighbours), torch.float32)
     for a, b in zip(whole, blocks, strict=True):
         assert torch.equal(a.crow_indices(), b.crow_indices())
         assert torch.equal(a.col_indices(), b.col_indices())

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import lab
-from lab.lattice.build import build_lattice, prepare_features
+from lab.lattice.build import build_lattice
+from lab.lattice.limits import prepare_features
 
 CRASHERS = {
     "coordinates 1e19": "lab.gaussian_filter(torch.rand(30, 3), torch.rand(30, 2) * 1e19)",
@@ -75,10 +76,10 @@ def test_wide_spread_promotes_the_build_to_float64():
 
 def test_translation_by_a_lattice_period_gives_the_same_lattice():
     """The lattice is periodic: c_k = f_k·scale_k shifted by a multiple of d+1 gives the same structure."""
-    from lab.lattice.build import _elevation_scale
+    from lab.lattice.elevation import elevation_scale
 
     f = torch.rand(400, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 4
-    period = 6 / _elevation_scale(5, torch.float64)  # (d+1) / scale_k
+    period = 6 / elevation_scale(5, torch.float64)  # (d+1) / scale_k
     a, b = build_lattice(f), build_lattice(f + torch.tensor([300, -20, 7, 1000, 3]) * period)
     assert a.num_vertices == b.num_vertices
     assert torch.equal(a.vertex_index, b.vertex_index)

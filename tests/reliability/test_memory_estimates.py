@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import lab
-import lab.lattice.build as build_module
-from lab.lattice.build import estimate_build_bytes
+import lab.lattice.limits as limits_module
+from lab.lattice.build import build_lattice
+from lab.lattice.limits import estimate_build_bytes
 
 PEAK = """
 import resource, sys, torch, lab
@@ -39,7 +40,7 @@ def test_build_estimate_bounds_the_measured_peak(d, spread):
 
 
 def test_build_refuses_before_the_corner_pass(monkeypatch):
-    monkeypatch.setattr(build_module, "available_memory", lambda device: 1 << 20)
+    monkeypatch.setattr(limits_module, "available_memory", lambda device: 1 << 20)
     with pytest.raises(MemoryError, match=r"features: a lattice over 100000 points in 5 dimensions needs about"):
         lab.PermutohedralLattice(torch.rand(100_000, 5))
 
@@ -48,10 +49,10 @@ def test_build_refuses_before_the_corner_pass(monkeypatch):
 def test_build_refuses_once_the_vertex_count_is_known(monkeypatch, builder):
     """Enough memory for the corner pass, not for a lattice of (d+1)·M vertices: refused at that stage."""
     m, d = 20_000, 5
-    monkeypatch.setattr(build_module, "available_memory", lambda device: 400 * (d + 1) * m)
+    monkeypatch.setattr(limits_module, "available_memory", lambda device: 400 * (d + 1) * m)
     with pytest.raises(MemoryError, match=r"a lattice of \d+ vertices over 20000 points"):
-        build_module.build_lattice(torch.rand(m, d) * 1e4, builder=builder)
-    build_module.build_lattice(torch.rand(m, d) * 2, builder=builder)  # few vertices: fits
+        build_lattice(torch.rand(m, d) * 1e4, builder=builder)
+    build_lattice(torch.rand(m, d) * 2, builder=builder)  # few vertices: fits
 
 
 def test_mean_field_refuses_what_its_buffers_would_not_fit(monkeypatch):
@@ -62,7 +63,7 @@ def test_mean_field_refuses_what_its_buffers_would_not_fit(monkeypatch):
     kernels = mf.CRFKernels(image, lab.CRFParams())
     need = mf.estimate_mean_field_bytes(kernels, 21, 50, "steps", torch.float32, False)
     assert need > 50 * 6 * 64 * 64 * 21 * 4  # six maps per kept step
-    monkeypatch.setattr(build_module, "available_memory", lambda device: need - 1)
+    monkeypatch.setattr(limits_module, "available_memory", lambda device: need - 1)
     with pytest.raises(MemoryError, match=r"mean field: 50 iterations over 4096 points × 21 labels \(keep='steps'\)"):
         mf.mean_field(unary, image, iterations=50, keep="steps", kernels=kernels)
     mf.mean_field(unary, image, iterations=50, keep=None, kernels=kernels)  # without the trace it fits

@@ -37,7 +37,7 @@ def test_equals_weighted_sum_of_filters(normalize):
         want_other = sum(w * lat.filter_points(x, normalize) for w, lat in zip(other, lattices, strict=True))
         scale = max(1.0, float(want_other.abs().max()))
         torch.testing.assert_close(reweighted(x), want_other, atol=REL_ATOL * scale, rtol=0)
-        assert reweighted.splat is op.splat and reweighted.blurs is op.blurs
+        assert reweighted._splat_matrix is op._splat_matrix and reweighted.blurs is op.blurs
     torch.testing.assert_close(op(x), want, atol=REL_ATOL * max(1.0, float(want.abs().max())), rtol=0)
 
 
