@@ -18,7 +18,7 @@ MESSAGE_PASSING = ["lattice", "exact", "window"]
 # chelsea at T = 5; it is 0.98–0.99 after one iteration), mean |ΔQ| ≤ 0.0241. Single pixels whose label
 # flips reach |ΔQ| ≈ 0.9, so the max is not bounded. The gap grows with the weights (w = (10, 3): agreement
 # down to 0.90 with "after"): mean field amplifies the lattice's small message error near decision
-# boundaries; pydensecrf's own lattice disagrees with the exact model on 1–2 % of labels (shared/LATTICE.md).
+# boundaries. pydensecrf builds the same lattice, so it has the same gap (docs/lattice.md).
 LATTICE_MIN_AGREEMENT = 0.92
 LATTICE_MAX_MEAN_DQ = 0.035
 # One message of the lattice vs exact from the same Q, relative L2 of the label differences: measured

@@ -31,8 +31,8 @@ EXACT_RTOL = 1e-10
 #                                                        cos 0.991 / 0.933 / 0.959, rel 0.253 / 0.372 / 0.295
 # A wider sweep (4 crops × θ in {(8, 20), (5, 13), (3, 10)} × 3 normalisations) gave cos min 0.922 (mean 0.97)
 # and rel max 0.39 (mean 0.23); sparse random 5-d Gaussian clouds of 200 points are worse (cos down to 0.63,
-# rel up to 0.79). The gradient is as accurate as the filter, which is coarse (about three lattice points
-# per σ, LATTICE.md): relative errors of 0.2–0.3 are the filter's own on photo features.
+# rel up to 0.79). The gradient is as accurate as the filter, which is coarse (about one lattice vertex per σ
+# along each axis, docs/lattice.md): relative errors of 0.2–0.3 are the filter's own on photo features.
 RANDOM_COS_MIN, RANDOM_REL_MAX = 0.97, 0.20
 PHOTO_COS_MIN, PHOTO_REL_MAX = 0.91, 0.42
 

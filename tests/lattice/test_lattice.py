@@ -12,9 +12,9 @@ NORMALIZATIONS = ["none", "after", "symmetric"]
 
 # Relative L2 error of the lattice filter against exact_gaussian_filter, measured 2026-11-25 on 32x32
 # astronaut crops (tests below), 4-label random softmax maps. "diff" is the error of label differences
-# (the per-pixel mean removed), the quantity that decides mean field; pydensecrf measures 0.19-0.28 for it
-# (shared/LATTICE.md). Measured maxima over these tests: none 0.303 / diff 0.305, after 0.058 / 0.343,
-# symmetric 0.070 / 0.341. Bounds are those plus ~25 %.
+# (the per-pixel mean removed), the quantity that decides mean field; pydensecrf builds the same lattice, so
+# it has the same error (docs/lattice.md). Measured maxima over these tests: none 0.303 / diff 0.305,
+# after 0.058 / 0.343, symmetric 0.070 / 0.341. Bounds are those plus ~25 %.
 PHOTO_REL_ERR = {"none": 0.38, "after": 0.075, "symmetric": 0.09}
 PHOTO_DIFF_REL_ERR = {"none": 0.38, "after": 0.43, "symmetric": 0.43}
 # Random unit-variance features (600 points), measured maxima over C and normalisations:
