@@ -7,25 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inputs import synthetic_photo
 from PIL import Image
 
 from lab.cli import main
-
-
-def make_photo(h=40, w=50, seed=0):
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w, 3), np.uint8)
-    img[:, w // 2 :] = (210, 200, 40)
-    img[h // 4 : 3 * h // 4, w // 5 : w // 2] = (200, 30, 30)
-    return np.clip(img.astype(int) + rng.integers(-10, 10, img.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture
 def folder(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
-    Image.fromarray(make_photo()).save(d / "good1.png")
-    Image.fromarray(make_photo(seed=1)).save(d / "good2.jpg")
+    Image.fromarray(synthetic_photo(40, 50)).save(d / "good1.png")
+    Image.fromarray(synthetic_photo(40, 50, seed=1)).save(d / "good2.jpg")
     (d / "notes.png").write_text("this is text, not a PNG")
     data = (d / "good1.png").read_bytes()
     (d / "truncated.png").write_bytes(data[: len(data) // 2])
@@ -60,7 +53,7 @@ def test_probability_maps_and_a_wrong_one(tmp_path):
     d.mkdir()
     probs.mkdir()
     for name in ("a", "b", "c"):
-        Image.fromarray(make_photo()).save(d / f"{name}.png")
+        Image.fromarray(synthetic_photo(40, 50)).save(d / f"{name}.png")
     rng = np.random.default_rng(0)
     np.save(probs / "a.npy", rng.dirichlet(np.ones(3), size=(40, 50)))  # (H, W, L) probabilities
     np.save(probs / "b.npy", rng.normal(size=(3, 20, 25)))  # half-size logits: resized
@@ -82,7 +75,7 @@ def test_params_json_from_the_app_and_flag_override(folder, tmp_path):
     assert main(["refine", str(folder / "good1.png"), "--params", str(pj), "--out", str(out), "--save-q"]) == 0
     from lab.unary import coarse_colour_clusters
 
-    _, blocky = coarse_colour_clusters(make_photo(), n_labels=4, block=16, confidence=0.6)
+    _, blocky = coarse_colour_clusters(synthetic_photo(40, 50), n_labels=4, block=16, confidence=0.6)
     assert np.array_equal(np.load(out / "good1_q.npy").argmax(0), blocky)
     assert json.loads(pj.read_text())["iterations"] == 4
 
@@ -90,8 +83,8 @@ def test_params_json_from_the_app_and_flag_override(folder, tmp_path):
 def test_never_overwrites_an_input(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
-    Image.fromarray(make_photo()).save(d / "x.png")
-    Image.fromarray(make_photo()).save(d / "x_labels.png")  # what refine would write for x.png
+    Image.fromarray(synthetic_photo(40, 50)).save(d / "x.png")
+    Image.fromarray(synthetic_photo(40, 50)).save(d / "x_labels.png")  # what refine would write for x.png
     before = (d / "x_labels.png").read_bytes()
     res = run_cli("refine", d / "x.png", d / "x_labels.png", "--out", d, "--iterations", "1")
     # found while planning, before any image is refined: a usage error

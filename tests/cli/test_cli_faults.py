@@ -16,26 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inputs import synthetic_photo
 from PIL import Image
 
-import lab.cli as cli
-from lab.cli import main
+from lab.cli import EXACT_MAX_PIXELS, batch, main, writing
 
 ITER = ["--iterations", "1"]
-
-
-def make_photo(h=24, w=30, seed=0):
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w, 3), np.uint8)
-    img[:, w // 2 :] = (210, 200, 40)
-    img[h // 4 : 3 * h // 4, w // 5 : w // 2] = (200, 30, 30)
-    return np.clip(img.astype(int) + rng.integers(-10, 10, img.shape), 0, 255).astype(np.uint8)
 
 
 def save_photos(folder: Path, names, h=24, w=30):
     folder.mkdir(parents=True, exist_ok=True)
     for i, n in enumerate(names):
-        Image.fromarray(make_photo(h, w, seed=i)).save(folder / n)
+        Image.fromarray(synthetic_photo(h, w, seed=i)).save(folder / n)
     return folder
 
 
@@ -154,7 +146,7 @@ def test_colliding_output_names_are_a_usage_error(tmp_path, capsys, layout):
 
 def _fail_writes_of(monkeypatch, suffix: str, err: int):
     """Make the write of any output ending in ``suffix`` fail half-way with ``OSError(err)``."""
-    real = cli._write_bytes
+    real = writing._write_bytes
 
     def write(f, data):
         if Path(f.name).name.startswith(f".{suffix}."):  # the temporary file of that output
@@ -162,7 +154,7 @@ def _fail_writes_of(monkeypatch, suffix: str, err: int):
             raise OSError(err, os.strerror(err))
         real(f, data)
 
-    monkeypatch.setattr(cli, "_write_bytes", write)
+    monkeypatch.setattr(writing, "_write_bytes", write)
 
 
 def test_full_disk_stops_the_batch_and_leaves_nothing_partial(tmp_path, capsys, monkeypatch):
@@ -214,9 +206,9 @@ def tiny_tmpfs(tmp_path):
 def test_real_full_disk(tmp_path, capsys, tiny_tmpfs):
     d = tmp_path / "in"
     d.mkdir()
-    Image.fromarray(make_photo(16, 16)).save(d / "a.png")  # its outputs: ~5 KiB
-    Image.fromarray(make_photo(64, 128)).save(d / "b.png")  # its Q alone: 128 KiB, more than the disk
-    Image.fromarray(make_photo(16, 16)).save(d / "c.png")
+    Image.fromarray(synthetic_photo(16, 16)).save(d / "a.png")  # its outputs: ~5 KiB
+    Image.fromarray(synthetic_photo(64, 128)).save(d / "b.png")  # its Q alone: 128 KiB, more than the disk
+    Image.fromarray(synthetic_photo(16, 16)).save(d / "c.png")
     out = tiny_tmpfs / "out"
     rc, err = run(capsys, "refine", d, "--out", out, "--save-q", "--overlay", *ITER)
     assert rc == 1 and "Traceback" not in err
@@ -227,7 +219,7 @@ def test_real_full_disk(tmp_path, capsys, tiny_tmpfs):
 
 def test_refining_a_folder_into_itself_skips_its_own_outputs(tmp_path, capsys):
     d = save_photos(tmp_path / "in", ["x.png", "y.png"])
-    Image.fromarray(make_photo(seed=5)).save(d / "mask_labels.png")  # the user's own file: an input
+    Image.fromarray(synthetic_photo(seed=5)).save(d / "mask_labels.png")  # the user's own file: an input
     assert run(capsys, "refine", d, "--out", d, "--overlay", *ITER)[0] == 0
     rc, err = run(capsys, "refine", d, "--out", d, "--overlay", *ITER)
     assert rc == 0 and "not taken as inputs: 6 PNGs written by crf-lab" in err
@@ -281,7 +273,7 @@ def test_signal_mid_batch_leaves_complete_sets_and_resumes(tmp_path, signum, cod
 def test_signal_during_a_write_leaves_no_file(tmp_path, capsys, monkeypatch):
     d = save_photos(tmp_path / "in", ["a.png", "b.png", "c.png"])
     out = tmp_path / "out"
-    real = cli._write_bytes
+    real = writing._write_bytes
 
     def write(f, data):
         if Path(f.name).name.startswith(".b_q.npy."):
@@ -290,7 +282,7 @@ def test_signal_during_a_write_leaves_no_file(tmp_path, capsys, monkeypatch):
             time.sleep(0.1)
         real(f, data)
 
-    monkeypatch.setattr(cli, "_write_bytes", write)
+    monkeypatch.setattr(writing, "_write_bytes", write)
     rc, err = run(capsys, "refine", d, "--out", out, "--save-q", *ITER)
     assert rc == 143 and "interrupted by SIGTERM while refining" in err and "b.png" in err
     no_partials(out)
@@ -309,7 +301,7 @@ def test_signal_during_the_renames_completes_the_set(tmp_path, capsys, monkeypat
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.1)
 
-    monkeypatch.setattr(cli.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     rc, err = run(capsys, "refine", d, "--out", out, "--save-q", *ITER)
     assert rc == 143 and "2 of 3 images are complete" in err
     no_partials(out)
@@ -340,7 +332,7 @@ def test_more_than_256_labels_are_refused_naming_the_file(tmp_path, capsys):
 def test_svg_fails_cleanly_and_gif_works(tmp_path, capsys):
     d = save_photos(tmp_path / "in", ["a.png"])
     (d / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"></svg>')
-    frames = [Image.fromarray(make_photo(seed=s)) for s in (0, 1)]
+    frames = [Image.fromarray(synthetic_photo(seed=s)) for s in (0, 1)]
     frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:])
     out = tmp_path / "out"
     rc, err = run(capsys, "refine", d, "--out", out, *ITER)
@@ -440,14 +432,14 @@ def test_out_that_is_a_file(tmp_path, capsys):
 def test_exact_message_passing_refuses_large_images(tmp_path, capsys):
     d = tmp_path / "in"
     d.mkdir()
-    Image.fromarray(make_photo(100, 100)).save(d / "big.png")
-    Image.fromarray(make_photo(12, 16)).save(d / "small.png")
+    Image.fromarray(synthetic_photo(100, 100)).save(d / "big.png")
+    Image.fromarray(synthetic_photo(12, 16)).save(d / "small.png")
     out = tmp_path / "out"
     rc, err = run(capsys, "refine", d, "--out", out, "--message-passing", "exact", *ITER)
     assert rc == 1
     assert "big.png: FAILED: 100 × 100 = 10,000 pixels is more than the 9,216 (96 × 96)" in err
     assert "--message-passing lattice" in err and "small.png: ok" in err
-    assert cli.EXACT_MAX_PIXELS == 96 * 96
+    assert EXACT_MAX_PIXELS == 96 * 96
     rc, err = run(
         capsys, "refine", d / "big.png", "--out", out, "--message-passing", "exact", "--max-side", "40", *ITER
     )
@@ -465,7 +457,7 @@ def test_unreadable_entries_are_reported(tmp_path, capsys, monkeypatch):
     (d / "locked.png").chmod(0)
     if os.access(d / "locked.png", os.R_OK):  # root reads anything: pretend the permission holds
         real = os.access
-        monkeypatch.setattr(cli.os, "access", lambda p, m, **kw: Path(p).name != "locked.png" and real(p, m, **kw))
+        monkeypatch.setattr(os, "access", lambda p, m, **kw: Path(p).name != "locked.png" and real(p, m, **kw))
     out = tmp_path / "out"
     rc, err = run(capsys, "refine", d, "--out", out, *ITER)
     assert rc == 1 and "Traceback" not in err
@@ -512,13 +504,13 @@ def test_max_pixels_refuses_before_decoding(tmp_path, capsys, recwarn):
 
 def test_an_unexpected_error_is_reported_per_file(tmp_path, capsys, monkeypatch):
     d = save_photos(tmp_path / "in", ["a.png", "b.png"])
-    real = cli._refine_one
+    real = batch._refine_one
 
     def flaky(args, path, *rest):
         if path.name == "a.png":
             raise KeyError("surprise")
         return real(args, path, *rest)
 
-    monkeypatch.setattr(cli, "_refine_one", flaky)
+    monkeypatch.setattr(batch, "_refine_one", flaky)
     rc, err = run(capsys, "refine", d, "--out", tmp_path / "out", *ITER)
     assert rc == 1 and "a.png: FAILED: KeyError: 'surprise'" in err and "b.png: ok" in err

@@ -1,0 +1,36 @@
+"""The batch command line: ``crf-lab refine`` (also ``python -m lab refine`` and ``python -m lab.cli refine``).
+
+Refines one image, a folder or a glob of images with mean-field inference and writes label maps, optionally
+Q and an overlay, into an output folder; ``crf-lab refine --help`` (:data:`lab.cli.args.DESCRIPTION`) says
+what a user sees. :func:`main` is the entry point. The modules, in the order a run meets them (imports point
+down the list, never up): :mod:`~lab.cli.args` (the parser, the option checks, :class:`UsageError`),
+:mod:`~lab.cli.params` (the CRF parameters), :mod:`~lab.cli.signals` (SIGINT / SIGTERM),
+:mod:`~lab.cli.writing` (all-or-nothing writes), :mod:`~lab.cli.plan` (inputs and output names) and
+:mod:`~lab.cli.batch` (the refine loop).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lab.cli.args import EXACT_MAX_PIXELS, UsageError, build_parser
+from lab.cli.batch import refine
+from lab.cli.params import OVERRIDES as _OVERRIDES  # noqa: F401  (tests/reliability/test_loader_fuzz.py)
+from lab.cli.params import crf_params as _params  # noqa: F401  (tests/reliability/test_loader_fuzz.py)
+from lab.cli.plan import IMAGE_SUFFIXES
+
+__all__ = ["EXACT_MAX_PIXELS", "IMAGE_SUFFIXES", "UsageError", "main", "refine"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``crf-lab`` / ``python -m lab``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return refine(args)
+    except UsageError as exc:
+        parser.error(str(exc))  # exits with code 2 and the usage line
+    except KeyboardInterrupt:
+        print("interrupted (SIGINT); no partial file is left", file=sys.stderr)
+        return 130
+    return 0

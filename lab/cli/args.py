@@ -1,0 +1,168 @@
+"""The command line's options: the argparse parser and the checks of every value before any image is read.
+
+:func:`build_parser` builds ``crf-lab`` with its one subcommand, ``refine`` (its ``--help`` text is
+:data:`DESCRIPTION`); :func:`check_options` refuses a bad value with a :class:`UsageError` naming the option
+and what it expects (exit code 2). The CRF parameters (``--params`` and the θ / weight flags) are read by
+:mod:`lab.cli.params`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lab.errors import LabError
+
+# O(N²) message passing, here and in the app: about a second per iteration at this size on 2 cores; an
+# 800 × 600 image would take hours
+EXACT_MAX_PIXELS = 96 * 96
+
+# what ``crf-lab refine --help`` prints above the options
+DESCRIPTION = """The batch command line: ``crf-lab refine`` (also ``python -m lab refine``).
+
+Refines one image, a folder or a glob of images with mean-field inference and writes label maps (palette
+PNG), optionally Q (.npy) and an overlay, into an output folder. A bad file is reported (which file, what is
+wrong) and skipped; the others are still processed. Bad options are refused before any image is read.
+
+Exit codes: 0 all good; 1 some inputs failed or were unreadable, or the disk filled up; 2 bad usage
+(including two inputs that would write the same output names); 130 / 143 stopped by SIGINT / SIGTERM.
+
+Files: outputs are written as NAME_labels.png, NAME_q.npy and NAME_overlay.png (NAME = the input's stem)
+under a temporary name in the output folder and renamed into place once all of an image's outputs are
+written, so an output file is either complete or absent, also after a full disk, Ctrl-C or SIGTERM. Inputs
+are never overwritten; the PNGs this tool writes carry a "Software: crf-lab" tag and are never taken as
+inputs (so refining a folder into itself is safe). --skip-existing resumes an interrupted batch. A full
+disk stops the batch, naming the file. Images above --max-pixels are refused from their header, before
+decoding; --message-passing exact is refused above 96 × 96 pixels (it is O(N²)). Label maps hold at most
+256 labels (a palette PNG's pixel values are 0..255).
+
+Example:
+    crf-lab refine photos/ --out refined/                      # built-in colour-cluster unary
+    crf-lab refine "shots/*.jpg" --prob-dir probs/ --out out/  # probs/NAME.npy per image
+    crf-lab refine img.png --annotation-dir ann/ --params crf_params.json --save-q --overlay --out out/
+    crf-lab refine photos/ --out refined/ --skip-existing      # finish an interrupted run
+"""
+
+
+class UsageError(LabError):
+    """Bad arguments: reported with exit code 2."""
+
+
+def _max_pixels(text: str) -> int | None:
+    """``--max-pixels``: a positive integer, or 0 / none for no cap."""
+    if text.strip().lower() in ("0", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, or 0 / none for no cap, got {text!r}")
+    return value
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every option's value, before any image is read; each error names the option and what it expects."""
+    import torch
+
+    from lab.lattice import resolve_backend
+    from lab.unary.sources import MAX_LABELS
+
+    if not 2 <= args.labels <= MAX_LABELS:
+        raise UsageError(
+            f"--labels: expected an integer from 2 to {MAX_LABELS} (label maps are palette PNGs), got {args.labels}"
+        )
+    if args.block < 1:
+        raise UsageError(f"--block: expected a tile size in pixels >= 1, got {args.block}")
+    if args.prob_dir is None and args.annotation_dir is None:
+        low, why = 1 / args.labels, f" (1/L for --labels {args.labels})"
+    else:
+        low, why = 0.0, ""
+    if not low < args.confidence < 1:  # also refuses NaN
+        raise UsageError(f"--confidence: expected a probability in ({low:.3g}, 1){why}, got {args.confidence}")
+    if args.max_side != 0 and args.max_side < 8:
+        raise UsageError(f"--max-side: expected 0 (keep the size) or a size in pixels >= 8, got {args.max_side}")
+    for option, folder in (("--prob-dir", args.prob_dir), ("--annotation-dir", args.annotation_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            raise UsageError(f"{option}: {folder} is not a folder")
+    try:
+        resolve_backend(args.backend, torch.device("cpu"))  # crf-lab computes on the CPU
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(f"--backend {args.backend}: {exc}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``crf-lab`` and its ``refine`` subcommand, with every option's help."""
+    from lab.data.photos import DEFAULT_MAX_PIXELS
+
+    parser = argparse.ArgumentParser(prog="crf-lab", description="CRF-RNN Lab command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser(
+        "refine",
+        help="refine images with mean-field inference in the dense CRF",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument(
+        "inputs", nargs="+", help="image files, folders of images (not searched recursively), or globs (quote them)"
+    )
+    r.add_argument("--out", required=True, help="output folder (created); inputs are never overwritten")
+    u = r.add_argument_group("unary (default: built-in colour clusters)")
+    src = u.add_mutually_exclusive_group()
+    src.add_argument("--prob-dir", help="folder of NAME.npy/.npz probability or score maps, (H,W,L) or (L,H,W)")
+    src.add_argument("--annotation-dir", help="folder of NAME.png annotations: colours = labels, black = unknown")
+    u.add_argument("--labels", type=int, default=4, help="colour clusters: number of labels L, 2..256 (default 4)")
+    u.add_argument("--block", type=int, default=16, help="colour clusters: tile size in pixels, >= 1 (default 16)")
+    u.add_argument(
+        "--confidence",
+        type=float,
+        default=0.6,
+        help="probability of the clustered label, in (1/L, 1), or of the annotated one, in (0, 1) (default 0.6)",
+    )
+    c = r.add_argument_group("CRF (a --params JSON from the app, then these flags override it)")
+    c.add_argument("--params", help="parameters JSON (the app's download)")
+    c.add_argument("--theta-alpha", dest="theta_alpha", type=float, help="bilateral spatial width θα, px (80)")
+    c.add_argument("--theta-beta", dest="theta_beta", type=float, help="bilateral colour width θβ, 0..255 (13)")
+    c.add_argument("--theta-gamma", dest="theta_gamma", type=float, help="smoothness width θγ, px (3)")
+    c.add_argument("--w-bilateral", dest="w_bilateral", type=float, help="bilateral weight (10)")
+    c.add_argument("--w-spatial", dest="w_spatial", type=float, help="spatial weight (3)")
+    c.add_argument("--normalize", choices=("after", "symmetric", "none"), help="kernel normalisation (after)")
+    c.add_argument("--iterations", type=int, help="mean-field iterations T, >= 0 (5)")
+    c.add_argument(
+        "--message-passing",
+        dest="message_passing",
+        default="lattice",
+        choices=("lattice", "exact", "window"),
+        help=f"lattice (default), exact O(N²) (images up to {EXACT_MAX_PIXELS} = 96 × 96 pixels), window",
+    )
+    c.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "triton"),
+        help="lattice backend; crf-lab computes on the CPU, where triton runs only under TRITON_INTERPRET=1",
+    )
+    c.add_argument(
+        "--max-side",
+        dest="max_side",
+        type=int,
+        default=0,
+        help="downscale so the longer side is at most this, >= 8 (0 = keep the size)",
+    )
+    c.add_argument(
+        "--max-pixels",
+        dest="max_pixels",
+        type=_max_pixels,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images with more pixels than this, read from the header before decoding "
+        f"(default {DEFAULT_MAX_PIXELS}; 0 or none: no cap)",
+    )
+    o = r.add_argument_group("outputs")
+    o.add_argument("--save-q", action="store_true", help="also write Q as NAME_q.npy, (L, H, W) float32")
+    o.add_argument("--overlay", action="store_true", help="also write the labels over the image, NAME_overlay.png")
+    o.add_argument(
+        "--skip-existing",
+        dest="skip_existing",
+        action="store_true",
+        help="skip images whose outputs (all that this run would write) exist: resumes an interrupted batch",
+    )
+    return parser

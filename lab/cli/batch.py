@@ -1,0 +1,188 @@
+"""The refine loop: each image read, refined by mean field and written, one failure never stopping the rest.
+
+:func:`refine` runs a whole ``crf-lab refine``: the option checks and the plan first (a
+:class:`lab.cli.args.UsageError` before any image is read), then per image its unary (colour clusters, a
+probability map or an annotation), ``mean_field`` on the CPU and its outputs written all or nothing. A file
+that cannot be refined is reported on stderr (which file, what is wrong) and counted; a full disk stops the
+batch (exit code 1), SIGINT / SIGTERM stop it between images (130 / 143); the last line says how many images
+are complete and how to resume (``--skip-existing``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lab.cli.args import EXACT_MAX_PIXELS, UsageError, check_options
+from lab.cli.params import crf_params
+from lab.cli.plan import (
+    IMAGE_SUFFIXES,
+    collect,
+    companions,
+    find_companion,
+    outputs_complete,
+    plan_outputs,
+    prepare_out,
+)
+from lab.cli.signals import Interrupted, Signals
+from lab.cli.writing import StopBatch, encode_outputs, write_outputs
+
+
+def _unary(args: argparse.Namespace, path: Path, image: np.ndarray):
+    from lab.data import load_image
+    from lab.unary import coarse_colour_clusters, load_probability_map, unary_from_annotation
+
+    h, w = image.shape[:2]
+    where = companions(args)
+    source = find_companion(where[0], path.stem, *where[1:]) if where else None
+    if args.prob_dir:
+        return load_probability_map(str(source), (h, w), name=str(source))
+    if args.annotation_dir:
+        ann = load_image(str(source), max_pixels=args.max_pixels)
+        if ann.shape[:2] != (h, w):
+            from PIL import Image
+
+            ann = np.asarray(Image.fromarray(ann).resize((w, h), Image.Resampling.NEAREST))
+        unary, _ = unary_from_annotation(ann, args.confidence, name=str(source))
+        return unary, [f"annotation {source.name}"]
+    unary, _ = coarse_colour_clusters(image, n_labels=args.labels, block=args.block, confidence=args.confidence)
+    return unary, ["colour-cluster unary"]
+
+
+def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int):
+    """The image, its labels and Q (L, H, W), and notes; a ValueError for what the user can fix."""
+    import torch
+
+    from lab.crf import mean_field
+    from lab.data import load_image
+    from lab.data.photos import ImageTooLargeError
+    from lab.explore import fit_image, to_tensor
+
+    try:
+        image = load_image(str(path), max_pixels=args.max_pixels)
+    except ImageTooLargeError as exc:
+        raise ValueError(
+            f"{exc.width} × {exc.height} = {exc.width * exc.height:,} pixels, more than --max-pixels "
+            f"{exc.max_pixels:,}; refused before decoding (raise --max-pixels, or 0 for no cap)"
+        ) from None
+    if args.max_side:
+        image = fit_image(image, args.max_side)
+    h, w = image.shape[:2]
+    if args.message_passing == "exact" and h * w > EXACT_MAX_PIXELS:
+        raise ValueError(
+            f"{w} × {h} = {h * w:,} pixels is more than the {EXACT_MAX_PIXELS:,} (96 × 96) that --message-passing "
+            "exact allows (it is O(N²): hours at 800 × 600); use --message-passing lattice (the default) "
+            "or downscale with --max-side 96"
+        )
+    unary, notes = _unary(args, path, image)
+    with torch.no_grad():
+        trace = mean_field(
+            unary,
+            to_tensor(image),
+            params,
+            iterations=iterations,
+            keep=None,
+            message_passing=args.message_passing,
+            backend=args.backend,
+        )
+    q = trace.q[0].numpy()
+    return image, q.argmax(0), q, notes
+
+
+def _failure_text(exc: BaseException, path: Path) -> str:
+    if isinstance(exc, MemoryError):
+        text = f"out of memory{f' ({exc})' if str(exc) else ''}; try --max-side"
+    elif isinstance(exc, (ValueError, TypeError, OSError, RuntimeError)):
+        text = str(exc) or type(exc).__name__
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text.removeprefix(f"{path}: ")
+
+
+def refine(args: argparse.Namespace) -> int:
+    """Run ``refine``; returns the exit code."""
+    signals = Signals()
+    with signals.installed():
+        return _refine(args, signals)
+
+
+def _refine(args: argparse.Namespace, signals: Signals) -> int:
+    refined, existing, total = 0, 0, 0
+    current: Path | None = None
+    out = Path(args.out)
+    try:
+        check_options(args)
+        params, iterations = crf_params(args)
+        found = collect(args.inputs)
+        if not found.files and not found.problems:
+            raise UsageError(
+                f"inputs: no images ({', '.join(IMAGE_SUFFIXES)}) found in {args.inputs}"
+                + (f" ({len(found.own_outputs)} files are this tool's outputs)" if found.own_outputs else "")
+            )
+        plan = plan_outputs(found.files, out, args)
+        prepare_out(out)
+        mask = os.umask(0)
+        os.umask(mask)
+        mode = 0o666 & ~mask  # what a plain open() would give the outputs
+        for entry, why in found.problems:
+            print(f"{entry}: SKIPPED: {why}", file=sys.stderr)
+        if found.own_outputs:
+            names = ", ".join(p.name for p in found.own_outputs[:3]) + (", ..." if len(found.own_outputs) > 3 else "")
+            print(f"not taken as inputs: {len(found.own_outputs)} PNGs written by crf-lab ({names})", file=sys.stderr)
+        total = len(found.files) + len(found.problems)
+        failures = len(found.problems)
+        for i, path in enumerate(found.files, 1):
+            signals.check()
+            current = path
+            prefix = f"[{i}/{len(found.files)}] {path}"
+            targets = plan[path]
+            if args.skip_existing and outputs_complete(targets):
+                existing += 1
+                print(f"{prefix}: skipped, its outputs exist (--skip-existing)", file=sys.stderr)
+                continue
+            t0 = time.perf_counter()
+            try:
+                image, labels, q, notes = _refine_one(args, path, params, iterations)
+                write_outputs(encode_outputs(targets, image, labels, q), signals, mode)
+            except StopBatch:  # the disk is full: no later image can be written either
+                raise
+            except Exception as exc:  # a bad file, or one this machine cannot process: report, go on
+                failures += 1
+                print(f"{prefix}: FAILED: {_failure_text(exc, path)}", file=sys.stderr)
+                continue
+            refined += 1
+            current = None
+            ms = 1e3 * (time.perf_counter() - t0)
+            print(
+                f"{prefix}: ok, {image.shape[1]}x{image.shape[0]}, L={q.shape[0]}, {ms:.0f} ms ({'; '.join(notes)})",
+                file=sys.stderr,
+            )
+        signals.check()
+    except StopBatch as exc:
+        print(
+            f"STOPPED: {exc}. Nothing partial was left ({current}'s outputs were not written); "
+            f"{refined + existing} of {total} images are complete in {out}. "
+            "Free some space, then rerun with --skip-existing to finish.",
+            file=sys.stderr,
+        )
+        return 1
+    except Interrupted as exc:
+        during = f" while refining {current} (its outputs were not written)" if current else ""
+        print(
+            f"interrupted by {exc}{during}; no partial file is left, {refined + existing} of {total} images are "
+            f"complete in {out}. Rerun with --skip-existing to finish.",
+            file=sys.stderr,
+        )
+        return exc.exit_code
+    print(
+        f"{refined + existing} of {total} images refined into {out}"
+        + (f" ({existing} already there, skipped)" if existing else "")
+        + (f"; {failures} failed" if failures else ""),
+        file=sys.stderr,
+    )
+    return 1 if failures else 0
