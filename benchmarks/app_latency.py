@@ -7,7 +7,7 @@ Part 1 times the plain functions one rerun calls (what the script does besides d
 first view (unary + lattice build + inference + KL + figures), a weight or T change (the lattices are
 cached: inference + KL + figures), and a θ change (rebuild + the rest). Part 2 drives the real
 app/streamlit_app.py with Streamlit's AppTest and times whole reruns after a knob change.
-Goal (issue 7): a knob change at 0.25 MP answers in under 1 s on the 2-core development machine.
+Target: a knob change at 0.25 MP answers in under 1 s on the 2-core development machine.
 """
 
 from __future__ import annotations

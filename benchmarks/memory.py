@@ -2,9 +2,10 @@
 
 Prints RSS every ``--every`` calls, as it is and after a collection and glibc's malloc_trim (the live
 memory, without pages the allocator keeps for reuse, which swing by ±200 MiB from call to call), and a
-least-squares slope of the trimmed RSS: a leak is a positive slope.
-Each lattice build used to leak ~13 MiB at 0.25 MP (torch's CPU CSR @ CSR product): 200 calls took RSS from
-0.65 to 3.3 GiB. Usage: python benchmarks/memory.py [--calls 200] [--size 512] [--labels 21]
+least-squares slope of the trimmed RSS: a leak is a positive slope. A build that forms its paired blur with
+torch's CPU CSR @ CSR product leaks ~13 MiB per lattice at 0.25 MP, which this loop shows as RSS going from
+0.65 to 3.3 GiB over 200 calls (the build forms those stencils from the neighbour tables instead).
+Usage: python benchmarks/memory.py [--calls 200] [--size 512] [--labels 21]
 """
 
 import argparse

@@ -169,7 +169,7 @@ TIMEOUT = 180
 SIDE = 256  # the astronaut at 256 × 256: one kernels entry ≈ 40 MiB once used
 BUDGET = 64 * MiB  # room for one or two entries: every new θ evicts
 RERUNS = 24
-RSS_MARGIN = 64 * MiB  # allowed above the budget: the lattice build's own leak and allocator noise (see the test)
+RSS_MARGIN = 64 * MiB  # allowed above the budget: allocator noise and what lives outside the cache (see the test)
 
 
 def test_a_rerun_leaves_no_tensors_to_the_cyclic_collector():
@@ -212,10 +212,10 @@ def test_rss_stays_bounded_while_theta_changes():
     budget, and the process's RSS never rises more than BUDGET + RSS_MARGIN above its level after the first.
 
     Measured on the 2-core development machine at 256 × 256, largest rise over the first rerun's RSS:
-    the byte-bounded cache (64 MiB budget) 33 and 53 MiB (two runs) with the working tree's lattice build,
-    73 MiB with the build's leak (lab/lattice/build.py at 584698b); the app before this cache
-    (st.cache_resource, max_entries=8, the page as script globals) 290 MiB, and 1250 MiB without the
-    gc.collect() before each sample.
+    the byte-bounded cache (64 MiB budget) 33 and 53 MiB (two runs); with a leaking lattice build
+    (lab/lattice/build.py at 584698b) 73 MiB; with an entry-count cache instead (st.cache_resource,
+    max_entries=8, the page as script globals) 290 MiB, and 1250 MiB without the gc.collect() before each
+    sample.
     """
     from streamlit.testing.v1 import AppTest
 

@@ -1,7 +1,8 @@
-"""The exact oracle against a plain numpy float64 double loop, on the inputs that broke it (issue: reliability, 11).
+"""The exact oracle against a plain numpy float64 double loop, on the inputs that are hard for it.
 
-Before the fix: features spread over 1e9 lost the self term (|a|² + |b|² − 2ab cancelled), integer values came
-back truncated to integers, NaN/Inf went through, and float16 overflow came back as inf.
+Features spread over 1e9 (where |a|² + |b|² − 2ab would cancel the self term), integer and bool values
+(promoted to float64, never truncated), NaN/Inf (refused by name), float16 whose result overflows (refused,
+not inf), and gradients in both arguments.
 """
 
 import numpy as np

@@ -1,8 +1,9 @@
-"""Feature images and unaries: graphs kept, bad input refused by name, never NaN/Inf (issue: reliability, 12).
+"""Feature images and unaries: graphs kept, bad input refused by name, never NaN/Inf.
 
-Before the fix: a θ that required grad was turned into a float (the graph cut silently), a tiny θ gave NaN
-(0/0 at pixel (0, 0)) or Inf, ``unary_from_softmax(clip=2)`` returned zeros, logits or a permuted layout
-went through as probabilities, and None/str/bool arguments failed with messages that named nothing.
+A θ that requires grad keeps its graph (it is never turned into a float); a θ too small for the dtype is
+refused rather than giving NaN (0/0 at pixel (0, 0)) or Inf; ``unary_from_softmax`` refuses a clip outside
+(0, 1/L) or one that rounds to 0, and logits or a permuted layout in place of probabilities; None/str/bool
+arguments get messages that name the argument.
 """
 
 import math
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lab
-from lab.crf import unary_from_labels, unary_from_softmax
+from lab.unary import unary_from_labels, unary_from_softmax
 
 G = torch.Generator().manual_seed(0)
 IMG = (torch.rand(2, 3, 5, 7, generator=G) * 255).double()
@@ -87,7 +88,7 @@ def test_features_are_the_float64_definition_rounded_once(dtype):
 
 def test_a_bandwidth_too_small_for_the_dtype_is_refused_not_nan():
     with pytest.raises(ValueError, match=r"theta_alpha: 1e-40 is too small for torch\.float32"):
-        lab.bilateral_features(IMG, 1e-40, 13.0)  # once: 0/0 = NaN at pixel (0, 0), Inf elsewhere
+        lab.bilateral_features(IMG, 1e-40, 13.0)  # unchecked: 0/0 = NaN at pixel (0, 0), Inf elsewhere
     with pytest.raises(ValueError, match=r"theta_beta: 0\.001 is too small for torch\.float16"):
         lab.bilateral_features(IMG, 80.0, 1e-3, dtype=torch.float16)  # 255 / 1e-3 > 65504
     with pytest.raises(ValueError, match="theta_gamma"):
@@ -216,7 +217,7 @@ def test_unary_from_softmax_is_the_log_of_the_definition(scale, clip):
 
 
 def test_rounding_just_outside_zero_and_one_gives_no_nan():
-    p = torch.tensor([-1e-7, 0.25, 0.75 + 1e-7]).view(1, 3, 1, 1)  # rounding noise: once NaN with clip=None
+    p = torch.tensor([-1e-7, 0.25, 0.75 + 1e-7]).view(1, 3, 1, 1)  # rounding noise: log of a negative is NaN unclamped
     u = unary_from_softmax(p, clip=None)
     assert torch.equal(u, torch.log(torch.tensor([0.0, 0.25, 0.75 + 1e-7]).clamp(0, 1)).view(1, 3, 1, 1))
 
@@ -231,7 +232,7 @@ def test_half_precision_softmax_is_accepted(dtype):
 def test_clip_that_rounds_to_zero_is_refused():
     p = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1)
     with pytest.raises(ValueError, match=r"clip: 1e-50 rounds to 0 in torch\.float32"):
-        unary_from_softmax(p, clip=1e-50)  # once: log 0 = -inf
+        unary_from_softmax(p, clip=1e-50)  # unchecked: log 0 = -inf
     assert math.isclose(float(unary_from_softmax(p.double(), clip=1e-50)[0, 0]), math.log(1e-50))
 
 
@@ -240,7 +241,7 @@ LOGITS = torch.randn(1, 3, 4, 5)
 NAN_P = P3.clone()
 NAN_P[0, 1, 2, 3] = float("nan")
 SOFTMAX_CASES = [
-    ("clip 2", lambda: unary_from_softmax(P3, clip=2), ValueError, "clip"),  # once: U = 0 everywhere
+    ("clip 2", lambda: unary_from_softmax(P3, clip=2), ValueError, "clip"),  # unchecked: U = 0 everywhere
     ("clip 1", lambda: unary_from_softmax(P3, clip=1.0), ValueError, "clip"),
     ("clip 1/L", lambda: unary_from_softmax(P3, clip=1 / 3), ValueError, "clip"),
     ("clip 0", lambda: unary_from_softmax(P3, clip=0.0), ValueError, "clip"),

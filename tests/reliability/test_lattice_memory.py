@@ -1,10 +1,11 @@
 """Memory stays flat over repeated lattice builds and mean-field calls (RSS measured, not assumed).
 
-A leak in the lattice build (torch's CPU sparse × sparse product leaks ~13 MiB per lattice at 0.25 MP)
-shows as growth over these 25 calls at 192 × 192: 279 MiB of live memory with that product in place.
-RSS is read after a collection and glibc's malloc_trim (live memory:
-raw RSS swings by ±200 MiB with the allocator's retained pages, seen here); the bound below is a margin
-over the flat trimmed RSS measured with the leak fixed (0 MiB of growth over 200 calls at 512 × 512).
+A leak in the lattice build shows as growth over these 25 calls at 192 × 192: torch's CPU sparse × sparse
+product leaks ~13 MiB per lattice at 0.25 MP, and a build whose paired blur used it grew by 279 MiB of live
+memory here (the build forms those stencils from the neighbour tables instead). RSS is read after a
+collection and glibc's malloc_trim (live memory: raw RSS swings by ±200 MiB with the allocator's retained
+pages, seen here); the bound below is a margin over the flat trimmed RSS of the build as it is (0 MiB of
+growth over 200 calls at 512 × 512, ``benchmarks/memory.py``).
 """
 
 import gc
