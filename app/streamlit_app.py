@@ -33,9 +33,19 @@ from lab.explore import (
     to_tensor,
     trim_heap,
 )
-from lab.unary import coarse_colour_clusters, load_compat, load_probability_map, unary_from_annotation
-from lab.unary.fcn_source import FCNUnavailable, fcn_unary, find_fcn_checkpoint, load_fcn
-from lab.unary.mediapipe_source import SelfieSegmenter, SourceUnavailable, selfie_status
+from lab.unary import (
+    FCNUnavailable,
+    SelfieSegmenter,
+    SourceUnavailable,
+    coarse_colour_clusters,
+    fcn_unary,
+    find_fcn_checkpoint,
+    load_compat,
+    load_fcn,
+    load_probability_map,
+    selfie_status,
+    unary_from_annotation,
+)
 from lab.viz import changed_mask, class_heatmap, colorize, entropy_map, kl_figure, overlay
 from lab.viz.palette import PALETTE
 
@@ -74,7 +84,8 @@ def kernels_for(
     image_key, image: np.ndarray, theta_alpha, theta_beta, theta_gamma, normalize, message_passing, backend
 ):
     """The image's kernels and build time, built once per (image, θ, normalisation, message passing, backend)."""
-    key = ("kernels", image_key, theta_alpha, theta_beta, theta_gamma, normalize, message_passing, backend)
+    params = CRFParams(theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma, normalize=normalize)
+    key = ("kernels", image_key, *params.kernel_key(message_passing), backend)
     cached = CACHE.get(key)
     if cached is None:
         # room for the new pair first, about the size of this image's other pairs (their operators included)
@@ -83,9 +94,6 @@ def kernels_for(
             "Building the lattices (once per image and θ; the first build on a machine also compiles the CPU "
             "kernels, about 20 s)…"
         ):
-            params = CRFParams(
-                theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma, normalize=normalize
-            )
             cached = CACHE.put(
                 key, build_kernels(to_tensor(image), params, message_passing=message_passing, backend=backend)
             )

@@ -14,7 +14,7 @@ between the samples too).
 RSS is read from /proc/self/status (VmRSS; psutil reads the same field), so this runs on Linux only.
 
 The bound it checks: peak RSS ≤ start + the app cache's budget (``lab.explore.cache_budget()``, 1.5 GiB by
-default) + the other spatial lattices (``lab.crf.mean_field`` keeps the spatial lattices of the last
+default) + the other spatial lattices (``lab.crf.kernels`` keeps the spatial lattices of the last
 ``_SPATIAL_CACHE_SIZE`` θγ in its own LRU, beyond the app cache; one is already in "start", measured at this
 size) + one working set.
 "start" is the RSS after the imports and that measurement, before the app's first run (VmHWM is reset
@@ -121,7 +121,8 @@ def estimated_working_set(png: bytes) -> int:
     import torch
 
     from lab.crf import CRFKernels, CRFParams
-    from lab.crf.mean_field import _spatial_lattice, estimate_mean_field_bytes
+    from lab.crf.kernels import _spatial_lattice
+    from lab.crf.mean_field import estimate_mean_field_bytes
     from lab.data.photos import load_image
     from lab.lattice.limits import estimate_build_bytes
 
@@ -158,7 +159,7 @@ def main() -> int:
 
     from streamlit.testing.v1 import AppTest
 
-    from lab.crf.mean_field import _SPATIAL_CACHE_SIZE as SPATIAL_LRU  # spatial lattices kept outside the app's cache
+    from lab.crf.kernels import _SPATIAL_CACHE_SIZE as SPATIAL_LRU  # spatial lattices kept outside the app's cache
     from lab.explore import app_cache, cache_budget, trim_heap
 
     budget = cache_budget()

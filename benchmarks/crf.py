@@ -25,7 +25,7 @@ from skimage import data, transform
 
 import lab
 from lab.crf import CRFParams, mean_field
-from lab.crf.mean_field import CRFKernels, _spatial_lattice
+from lab.crf.kernels import CRFKernels, _spatial_lattice
 from lab.lattice.multi import MultiLatticeFilter
 
 SIZES_MP = {0.06: 250, 0.25: 512, 1.0: 1000}

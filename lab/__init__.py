@@ -11,8 +11,6 @@ from lab.crf import (
     MeanFieldTrace,
     load_trained_crf,
     mean_field,
-    unary_from_labels,
-    unary_from_softmax,
 )
 from lab.lattice import (
     PermutohedralLattice,
@@ -21,6 +19,7 @@ from lab.lattice import (
     gaussian_filter,
     spatial_features,
 )
+from lab.unary import unary_from_labels, unary_from_softmax
 
 __all__ = [
     "CRFRNN",

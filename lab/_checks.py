@@ -2,12 +2,19 @@
 
 Each check raises ``ValueError`` (or ``TypeError`` for a wrong type) whose message names the argument,
 says what it got and what was expected. Messages are only formatted when a check fails.
+
+Checks of shapes, dtypes and numbers given by the caller cost nothing on the device and always run. Checks
+that read tensor *values* (finiteness, colour ranges, a finite result) copy a number to the host: on CUDA a
+synchronisation per check. They run by default; :func:`set_data_checks` (or ``LAB_DATA_CHECKS=0`` in the
+environment) turns them off, and they are skipped while ``torch.compile`` traces, as kornia does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -19,7 +26,49 @@ __all__ = [
     "check_positive",
     "check_shape",
     "check_tensor",
+    "data_checks",
+    "data_checks_enabled",
+    "set_data_checks",
 ]
+
+_DATA_CHECKS = os.environ.get("LAB_DATA_CHECKS", "1") != "0"
+
+
+def set_data_checks(enabled: bool) -> None:
+    """Turn the checks that read tensor values (NaN/Inf, value ranges, a finite result) on or off, process-wide.
+
+    Off, bad values give bad results instead of errors: for trusted inputs on a GPU, where each check is a
+    device → host synchronisation.
+
+    Example:
+        >>> set_data_checks(False); data_checks_enabled()
+        False
+        >>> set_data_checks(True); data_checks_enabled()
+        True
+    """
+    global _DATA_CHECKS
+    _DATA_CHECKS = bool(enabled)
+
+
+def data_checks_enabled() -> bool:
+    """Whether value checks run now: on (default), off by :func:`set_data_checks`, and off while compiling."""
+    return _DATA_CHECKS and not torch.compiler.is_compiling()
+
+
+@contextlib.contextmanager
+def data_checks(enabled: bool) -> Iterator[None]:
+    """Value checks on or off within a ``with`` block (the previous setting is restored after).
+
+    Example:
+        >>> with data_checks(False):
+        ...     check_finite(torch.tensor([float("nan")]), "x")  # not checked
+    """
+    previous = _DATA_CHECKS
+    set_data_checks(enabled)
+    try:
+        yield
+    finally:
+        set_data_checks(previous)
 
 
 def check_tensor(x: object, name: str) -> torch.Tensor:
@@ -88,7 +137,7 @@ def check_positive(value: float, name: str) -> None:
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or Inf."""
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    """Raise ``ValueError`` if ``x`` holds NaN or Inf (a value check: skipped while data checks are off)."""
+    if x.is_floating_point() and data_checks_enabled() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name}: expected finite values, got {bad} NaN/Inf entries")

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lab.data import SyntheticShapes, colorize
+from lab.data import SyntheticShapes
 from lab.models import FCN
+from lab.viz import colorize
 
 
 def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:

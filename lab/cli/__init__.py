@@ -15,8 +15,6 @@ import sys
 
 from lab.cli.args import EXACT_MAX_PIXELS, UsageError, build_parser
 from lab.cli.batch import refine
-from lab.cli.params import OVERRIDES as _OVERRIDES  # noqa: F401  (tests/reliability/test_loader_fuzz.py)
-from lab.cli.params import crf_params as _params  # noqa: F401  (tests/reliability/test_loader_fuzz.py)
 from lab.cli.plan import IMAGE_SUFFIXES
 
 __all__ = ["EXACT_MAX_PIXELS", "IMAGE_SUFFIXES", "UsageError", "main", "refine"]

@@ -1,23 +1,20 @@
-"""The CRF-RNN: mean-field inference in the dense CRF as differentiable layers, its parameters and unaries."""
+"""The CRF-RNN: mean-field inference in the dense CRF as differentiable layers, and its parameters."""
 
-from lab.crf.mean_field import (
-    CRFKernels,
-    MeanFieldStep,
-    MeanFieldTrace,
+from lab.crf.kernels import CRFKernels, kernel_features
+from lab.crf.mean_field import MeanFieldStep, MeanFieldTrace, mean_field
+from lab.crf.module import CRFRNN
+from lab.crf.params import CRFParams, potts_compat
+from lab.crf.steps import (
     add_unary,
     compatibility_transform,
     initialization,
-    kernel_features,
+    iteration,
     kl_divergence,
-    mean_field,
     message_passing,
     normalization,
     weighting,
 )
-from lab.crf.module import CRFRNN
-from lab.crf.params import CRFParams, potts_compat
 from lab.crf.trained import TrainedCRF, TrainedCRFUnavailable, find_trained_crfs, load_trained_crf
-from lab.crf.unary import unary_from_labels, unary_from_softmax
 
 __all__ = [
     "CRFRNN",
@@ -31,6 +28,7 @@ __all__ = [
     "compatibility_transform",
     "find_trained_crfs",
     "initialization",
+    "iteration",
     "kernel_features",
     "kl_divergence",
     "load_trained_crf",
@@ -38,7 +36,5 @@ __all__ = [
     "message_passing",
     "normalization",
     "potts_compat",
-    "unary_from_labels",
-    "unary_from_softmax",
     "weighting",
 ]

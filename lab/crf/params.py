@@ -158,6 +158,22 @@ class CRFParams:
         values = {n: getattr(self, n) for n in BANDWIDTHS}
         return {n: float(t.detach()) if isinstance(t, torch.Tensor) else float(t) for n, t in values.items()}
 
+    def kernel_key(self, message_passing: str = "lattice") -> tuple:
+        """What the CRF's kernels depend on, as a hashable key: the bandwidths, normalisation and message passing.
+
+        Every cache of :class:`~lab.crf.kernels.CRFKernels` is keyed on it (plus the image): weights and µ are
+        not in it (they do not change the kernels); the window size is, for "window".
+
+        Example:
+            >>> CRFParams(w_bilateral=3.0).kernel_key() == CRFParams().kernel_key()
+            True
+            >>> CRFParams(theta_alpha=40.0).kernel_key() == CRFParams().kernel_key()
+            False
+        """
+        t = self.bandwidth_values()
+        window = self.window_size if message_passing == "window" else None
+        return (t["theta_alpha"], t["theta_beta"], t["theta_gamma"], self.normalize, message_passing, window)
+
     @property
     def is_potts(self) -> bool:
         """Whether µ is the Potts model (given as "potts")."""

@@ -3,22 +3,18 @@
 from lab.data.photos import SAMPLE_IMAGE_NAMES, load_image, sample_images
 from lab.data.synthetic import (
     CLASS_NAMES,
-    PALETTE,
     Scene,
     Shape,
     SyntheticShapes,
-    colorize,
     render_scene,
 )
 
 __all__ = [
     "CLASS_NAMES",
-    "PALETTE",
     "SAMPLE_IMAGE_NAMES",
     "Scene",
     "Shape",
     "SyntheticShapes",
-    "colorize",
     "load_image",
     "render_scene",
     "sample_images",

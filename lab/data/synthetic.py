@@ -44,23 +44,9 @@ from torch.utils.data import Dataset
 
 from lab._checks import check_choice
 
-__all__ = ["CLASS_NAMES", "PALETTE", "Scene", "Shape", "SyntheticShapes", "colorize", "render_scene"]
+__all__ = ["CLASS_NAMES", "Scene", "Shape", "SyntheticShapes", "render_scene"]
 
 CLASS_NAMES: tuple[str, ...] = ("background", "disc", "square", "triangle", "ring", "cross")
-
-# Display colours for the labels (not the rendered colours): (L, 3) uint8, VOC-like, readable side by side.
-PALETTE: np.ndarray = np.array(
-    [
-        [0, 0, 0],  # background
-        [230, 25, 75],  # disc: red
-        [60, 180, 75],  # square: green
-        [255, 225, 25],  # triangle: yellow
-        [0, 130, 200],  # ring: blue
-        [245, 130, 48],  # cross: orange
-    ],
-    dtype=np.uint8,
-)
-PALETTE.setflags(write=False)
 
 # Colours objects and background are painted with, shared by every class (0..255 RGB).
 _PAINT = np.array(
@@ -324,23 +310,6 @@ def render_scene(seed: int | np.random.Generator | list[int], image_size: int | 
     return Scene(image=image, label=label, instance=instance, shapes=tuple(shapes))
 
 
-def colorize(label: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Map class ids to display colours with :data:`PALETTE`.
-
-    Args:
-        label: (..., H, W) integer class ids in 0..5.
-
-    Returns:
-        (..., H, W, 3) uint8 RGB.
-
-    Example:
-        >>> colorize(np.array([[0, 1]])).tolist()
-        [[[0, 0, 0], [230, 25, 75]]]
-    """
-    ids = label.cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
-    return PALETTE[ids]
-
-
 class SyntheticShapes(Dataset):
     """Seeded synthetic segmentation split: shapes on cluttered backgrounds (see the module docstring).
 
@@ -354,7 +323,6 @@ class SyntheticShapes(Dataset):
 
     Attributes:
         class_names: ``CLASS_NAMES``; ``num_classes`` = L = 6 including background.
-        palette: ``PALETTE``, (L, 3) uint8 display colours.
         scenes: the rendered :class:`Scene` objects, with geometry.
 
     Example:
@@ -366,7 +334,6 @@ class SyntheticShapes(Dataset):
 
     class_names: tuple[str, ...] = CLASS_NAMES
     num_classes: int = len(CLASS_NAMES)
-    palette: np.ndarray = PALETTE
 
     def __init__(self, split: str = "train", size: int = 200, image_size: int | tuple[int, int] = 64, seed: int = 0):
         check_choice(split, "split", list(_SPLITS))

@@ -14,8 +14,9 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from lab._checks import check_choice, check_finite, check_tensor
+from lab.lattice.normalize import NORMALIZATIONS, normalized
 
-__all__ = ["exact_gaussian_filter"]
+__all__ = ["ExactGaussian", "exact_gaussian_filter"]
 
 # Default chunk: B·rows·N·d ≤ 2^22, so the d float64 (B, rows, N) difference blocks of one chunk take ≤ 32 MiB.
 _CHUNK_ENTRIES = 1 << 22
@@ -128,7 +129,7 @@ def exact_gaussian_filter(
         raise ValueError(f"values: shape {tuple(values.shape)} does not match features {tuple(features.shape)}")
     if values.device != features.device:
         raise ValueError(f"values: on {values.device}, but features are on {features.device}")
-    check_choice(normalize, "normalize", ("none", "after", "symmetric"))
+    check_choice(normalize, "normalize", NORMALIZATIONS)
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1
     ):
@@ -144,14 +145,12 @@ def exact_gaussian_filter(
     b, n, d = f64.shape
     chunk = int(chunk_size) if chunk_size is not None else max(1, _CHUNK_ENTRIES // max(b * n * max(d, 1), 1))
     ones = torch.ones(b, n, 1, dtype=torch.float64, device=v64.device)
-    if normalize == "none":
-        out = _apply_kernel(f64, v64, chunk)
-    elif normalize == "after":
+    if normalize == "after":
         res = _apply_kernel(f64, torch.cat([v64, ones], 2), chunk)  # [K v, K 1] in one pass
-        out = res[..., :-1] / res[..., -1:]  # K 1 ≥ 1 (the self term)
+        out = normalized(lambda _: res[..., :-1], v64, normalize, res[..., -1:])
     else:
-        inv_sqrt = torch.rsqrt(_apply_kernel(f64, ones, chunk))
-        out = inv_sqrt * _apply_kernel(f64, inv_sqrt * v64, chunk)
+        k1 = None if normalize == "none" else _apply_kernel(f64, ones, chunk)
+        out = normalized(lambda v: _apply_kernel(f64, v, chunk), v64, normalize, k1)
     out = out.to(values.dtype if values.is_floating_point() else torch.float64)
     if not bool(torch.isfinite(out).all()):
         top = float(values.detach().abs().max())
@@ -163,3 +162,33 @@ def exact_gaussian_filter(
         return out[0]
     _, c, h, w = values.shape
     return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class ExactGaussian:
+    """The exact filter over one batch of feature images, as an object with the lattice's ``filter_points``.
+
+    Args:
+        features: (B, d, H, W) features divided by the bandwidths (differentiable: the filter then is too).
+
+    Example:
+        >>> g = ExactGaussian(torch.rand(1, 2, 3, 4))
+        >>> bool(torch.allclose(g.filter_points(torch.ones(12, 1), "after"), torch.ones(12, 1)))
+        True
+    """
+
+    def __init__(self, features: torch.Tensor) -> None:
+        b, _, h, w = features.shape
+        self.shape = (b, h, w)
+        self.features = features
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether the features (hence the filter) carry a graph."""
+        return self.features.requires_grad
+
+    def filter_points(self, x: torch.Tensor, normalize: str = "after") -> torch.Tensor:
+        """:func:`exact_gaussian_filter` of (M, C) point-layout values, M = B·H·W, rows ordered (b, y, x)."""
+        b, h, w = self.shape
+        image = x.view(b, h, w, -1).permute(0, 3, 1, 2)
+        out = exact_gaussian_filter(image, self.features, normalize)
+        return out.permute(0, 2, 3, 1).reshape(b * h * w, -1)

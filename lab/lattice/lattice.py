@@ -235,6 +235,11 @@ class PermutohedralLattice:
         return self.apply_kernel(x, True)
 
     @property
+    def requires_grad(self) -> bool:
+        """Whether :meth:`filter_points` carries a gradient to the features (the filters' common protocol)."""
+        return self._grad_points is not None
+
+    @property
     def features_require_grad(self) -> bool:
         """Whether :meth:`filter` differentiates with respect to the features (they required grad at build)."""
         return self._grad_points is not None

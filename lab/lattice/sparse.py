@@ -81,7 +81,7 @@ def _stencil_product(axes: Sequence[torch.Tensor | None], dtype: torch.dtype, v:
 
     Columns are sorted within a row. Two distinct lattice axes reach distinct vertices, except opposite axes
     (d = 1: step_1 = −step_0), whose coinciding entries are summed. On the CPU a compiled Numba pass forms the
-    rows (:func:`lab.lattice.numba_kernels.stencil_arrays`); the vectorised PyTorch code below is the fallback
+    rows (:func:`lab.lattice.numba_stencils.stencil_arrays`); the vectorised PyTorch code below is the fallback
     and runs on other devices.
     """
     first, second = [*axes, None][:2]
@@ -90,8 +90,10 @@ def _stencil_product(axes: Sequence[torch.Tensor | None], dtype: torch.dtype, v:
         from lab.lattice import numba_kernels
 
         if numba_kernels.available():
+            from lab.lattice.numba_stencils import stencil_arrays
+
             np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-            crow, col, val = numba_kernels.stencil_arrays(
+            crow, col, val = stencil_arrays(
                 None if first is None else first.numpy(), None if second is None else second.numpy(), v, np_dtype
             )
             return csr(torch.from_numpy(crow), torch.from_numpy(col), torch.from_numpy(val), (v, v))

@@ -63,7 +63,7 @@ class Split(Dataset):
                 "params: expected fixed (float) bandwidths to cache kernels for; learned θ are tensors that change "
                 "every step, so build their kernels per call (kernels=None)"
             )
-        key = (index, params.theta_alpha, params.theta_beta, params.theta_gamma, params.normalize, message_passing)
+        key = (index, *params.kernel_key(message_passing))
         if key not in self._kernels:
             self._kernels[key] = CRFKernels(self.images[index], params, message_passing)
         return self._kernels[key]

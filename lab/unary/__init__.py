@@ -1,5 +1,12 @@
-"""Where unaries come from: built-in colour clusters, annotation images and probability-map files."""
+"""Unaries: U from probabilities or labels, and the sources they come from.
 
+Sources: colour clusters, annotation images, probability-map files, the MediaPipe selfie segmenter, and the
+FCN of lab.train's checkpoints.
+"""
+
+from lab.unary.convert import unary_from_labels, unary_from_softmax
+from lab.unary.fcn_source import FCNUnavailable, fcn_unary, find_fcn_checkpoint, load_fcn
+from lab.unary.mediapipe_source import SELFIE_CLASS_NAMES, SelfieSegmenter, SourceUnavailable, selfie_status
 from lab.unary.sources import (
     coarse_colour_clusters,
     load_compat,
@@ -9,9 +16,19 @@ from lab.unary.sources import (
 )
 
 __all__ = [
+    "SELFIE_CLASS_NAMES",
+    "FCNUnavailable",
+    "SelfieSegmenter",
+    "SourceUnavailable",
     "coarse_colour_clusters",
+    "fcn_unary",
+    "find_fcn_checkpoint",
     "load_compat",
+    "load_fcn",
     "load_probability_map",
+    "selfie_status",
     "unary_from_annotation",
     "unary_from_coarse_labels",
+    "unary_from_labels",
+    "unary_from_softmax",
 ]

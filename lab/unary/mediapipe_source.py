@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab.crf.unary import unary_from_softmax
 from lab.errors import Unavailable
+from lab.unary.convert import unary_from_softmax
 
 __all__ = [
     "SELFIE_CLASS_NAMES",

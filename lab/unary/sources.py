@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lab.crf.unary import unary_from_labels, unary_from_softmax
+from lab.unary.convert import unary_from_labels, unary_from_softmax
 
 __all__ = [
     "MAX_LABELS",

@@ -1,15 +1,13 @@
 """Learnable bandwidths θα, θβ, θγ: CRFRNN(learnable_bandwidths=True) and mean field with tensor θ."""
 
-import importlib
 import math
 
 import pytest
 import torch
 from inputs import small_problem
 
+import lab.crf.kernels as mf  # where CRFKernels builds its lattices
 from lab.crf import CRFRNN, CRFParams, mean_field
-
-mf = importlib.import_module("lab.crf.mean_field")  # the module (lab.crf.mean_field is also a function's name)
 
 THETA = dict(theta_alpha=5.0, theta_beta=13.0, theta_gamma=3.0)
 LOG_THETAS = ["log_theta_alpha", "log_theta_beta", "log_theta_gamma"]

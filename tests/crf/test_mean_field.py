@@ -9,7 +9,7 @@ from inputs import image_tensor, photo, small_problem, synthetic_unary
 
 import lab.crf as crf
 from lab.crf import CRFKernels, CRFParams, mean_field
-from lab.crf.mean_field import _fused_iteration_triton, softmax
+from lab.crf.steps import softmax
 
 NORMALIZATIONS = ["none", "after", "symmetric"]
 MESSAGE_PASSING = ["lattice", "exact", "window"]
@@ -307,34 +307,7 @@ class TestGradients:
 
 
 class TestErrors:
-    def test_messages_name_the_argument(self):
-        unary, image = small_problem()
-        with pytest.raises(ValueError, match="unary: expected shape"):
-            mean_field(unary[0], image, params())
-        with pytest.raises(ValueError, match="image: expected shape"):
-            mean_field(unary, image[:, :2], params())
-        with pytest.raises(ValueError, match=r"image: expected shape \(1, 3, 10, 12\) to match unary"):
-            mean_field(unary, image[..., :5], params())
-        with pytest.raises(ValueError, match="keep: expected one of"):
-            mean_field(unary, image, params(), keep="all")
-        with pytest.raises(ValueError, match="message_passing: expected one of"):
-            mean_field(unary, image, params(), message_passing="fast")
-        with pytest.raises(ValueError, match="iterations: expected an integer >= 0"):
-            mean_field(unary, image, params(), iterations=-1)
-        with pytest.raises(TypeError, match="unary: expected a floating-point tensor"):
-            mean_field(unary.long(), image, params())
-        with pytest.raises(ValueError, match="unary: expected at least two labels"):
-            mean_field(unary[:, :1], image, params())
-        with pytest.raises(ValueError, match=r"image: expected colours in 0\.\.255, got values in 0\.\.1000"):
-            mean_field(unary, image.float() * 0 + torch.tensor([0.0, 1000.0]).repeat(60).view(1, 1, 10, 12), params())
-        with pytest.raises(ValueError, match="image: expected finite values"):
-            mean_field(unary, image.float() * float("inf"), params())
-        with pytest.raises(ValueError, match="unary: expected finite values"):
-            mean_field(unary * float("nan"), image, params())
-        with pytest.raises(ValueError, match="compat: an \\(3, 3\\) matrix for L = 3"):
-            mean_field(unary, image, params(compat=torch.rand(4, 4)))
-        with pytest.raises(ValueError, match="w_bilateral: per-class weights for L = 3"):
-            mean_field(unary, image, params(w_bilateral=torch.rand(4)))
+    """Refusals that need a built CRF; the bad-input table is tests/test_errors.py."""
 
     def test_prebuilt_kernels_must_match(self):
         unary, image = small_problem()
@@ -353,18 +326,16 @@ class TestErrors:
 def test_triton_backend_matches_torch(monkeypatch):
     """Backend "triton" (fused iteration when keep != "steps") against the PyTorch steps, in the interpreter."""
     pytest.importorskip("triton")
-    if _fused_iteration_triton() is None:
-        pytest.skip("lab.lattice.triton_fused is not there yet: mean_field falls back to the unfused steps")
-    import lab.lattice.triton_fused as triton_fused
+    import lab.crf.triton_step as triton_step
 
     calls = []
-    original = triton_fused.fused_mean_field_iteration
+    original = triton_step.fused_mean_field_iteration
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(triton_fused, "fused_mean_field_iteration", counting)
+    monkeypatch.setattr(triton_step, "fused_mean_field_iteration", counting)
     img = photo("astronaut", slice(0, 17), slice(0, 23))
     unary = synthetic_unary(5, 17, 23, seed=9)
     image = image_tensor(img)

@@ -14,7 +14,8 @@ import pytest
 import torch
 from inputs import image_tensor, photo, synthetic_unary
 
-from lab.crf import CRFParams, mean_field, unary_from_labels, unary_from_softmax
+from lab.crf import CRFParams, mean_field
+from lab.unary import unary_from_labels, unary_from_softmax
 
 try:
     from pydensecrf import densecrf as dcrf

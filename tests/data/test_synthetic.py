@@ -7,7 +7,7 @@ import torch
 from scipy import ndimage
 from skimage.draw import disk, polygon
 
-from lab.data import CLASS_NAMES, PALETTE, SyntheticShapes, colorize, render_scene
+from lab.data import CLASS_NAMES, SyntheticShapes, render_scene
 
 
 def _independent_mask(shape, h: int, w: int) -> np.ndarray:
@@ -128,7 +128,7 @@ class TestSyntheticShapes:
         assert label.shape == (32, 32) and label.dtype == torch.int64
         assert 0 <= image.min() and image.max() <= 255 and torch.equal(image, image.round())
         assert 0 <= label.min() and label.max() < ds.num_classes
-        assert ds.num_classes == len(ds.class_names) == len(ds.palette) == 6
+        assert ds.num_classes == len(ds.class_names) == 6
 
     def test_non_square(self):
         image, label = SyntheticShapes("val", size=1, image_size=(24, 40))[0]
@@ -170,11 +170,3 @@ class TestSyntheticShapes:
         start = time.perf_counter()
         SyntheticShapes("train", size=200, image_size=64, seed=0)
         assert time.perf_counter() - start < 10.0
-
-
-def test_colorize():
-    label = torch.tensor([[0, 1], [4, 5]])
-    out = colorize(label)
-    assert out.shape == (2, 2, 3) and out.dtype == np.uint8
-    np.testing.assert_array_equal(out[1, 0], PALETTE[4])
-    np.testing.assert_array_equal(colorize(label.numpy()), out)

@@ -5,23 +5,21 @@ everywhere in the suite, ``builder="auto"`` builds with Numba where it is instal
 measure the Numba-built lattice against the exact filter.
 """
 
-import numpy as np
 import pytest
 import torch
-from skimage import data
+from inputs import image_tensor, photo
 
 import lab
-from lab.crf.mean_field import kernel_features
+from lab.crf.kernels import kernel_features
 from lab.lattice import numba_kernels
 from lab.lattice.build import build_lattice
 
 pytest.importorskip("numba", reason="Numba is not installed: the compiled CPU build is not available")
 
 
-def photo(size=64):
-    """(1, 3, size, size) float32 crop of the astronaut photo in 0..255."""
-    img = data.astronaut()[80 : 80 + 4 * size : 4, 120 : 120 + 4 * size : 4].astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+def astronaut(size=64):
+    """(1, 3, size, size) float32 crop of the astronaut photo (every fourth pixel) in 0..255."""
+    return image_tensor(photo("astronaut", slice(80, 80 + 4 * size, 4), slice(120, 120 + 4 * size, 4))).float()
 
 
 def points(features):
@@ -32,7 +30,7 @@ def points(features):
 
 def photo_features(kind):
     params = lab.CRFParams(theta_alpha=20.0, theta_beta=13.0, theta_gamma=3.0)
-    bil, spa = kernel_features(photo().repeat(2, 1, 1, 1), params)
+    bil, spa = kernel_features(astronaut().repeat(2, 1, 1, 1), params)
     return points(bil if kind == "bilateral" else spa), 2
 
 

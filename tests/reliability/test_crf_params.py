@@ -104,7 +104,7 @@ def test_a_non_finite_q_is_an_error_naming_the_parameters(monkeypatch):
     """The last guard: whatever made Q non-finite, mean field raises instead of returning it."""
     import importlib
 
-    mf = importlib.import_module("lab.crf.mean_field")
+    mf = importlib.import_module("lab.crf.steps")
 
     real = mf.normalization
 

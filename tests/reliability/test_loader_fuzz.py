@@ -255,10 +255,10 @@ def test_mutated_params_json_text(data):
 def _cli_params(path: Path):
     import argparse
 
-    from lab import cli
+    from lab.cli.params import OVERRIDES, crf_params
 
-    args = argparse.Namespace(params=str(path), iterations=None, **dict.fromkeys(cli._OVERRIDES))
-    return cli._params(args)
+    args = argparse.Namespace(params=str(path), iterations=None, **dict.fromkeys(OVERRIDES))
+    return crf_params(args)
 
 
 @FUZZ
