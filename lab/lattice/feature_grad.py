@@ -30,7 +30,7 @@ import torch
 if TYPE_CHECKING:
     from lab.lattice.lattice import PermutohedralLattice
 
-__all__ = ["GaussianFilter", "centred_features"]
+__all__ = ["KernelProduct", "centred_features"]
 
 
 def centred_features(points: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -57,7 +57,7 @@ def _products(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (x[:, :, None] * f[:, None, :]).reshape(x.shape[0], -1)
 
 
-class GaussianFilter(torch.autograd.Function):
+class KernelProduct(torch.autograd.Function):
     """out = A x with A = K (``transpose=False``) or Kᵀ (``transpose=True``), differentiable in x and f.
 
     K is the lattice's unnormalised filter ``slice · blur · splat`` (the exact Gaussian times the lattice's
@@ -102,9 +102,9 @@ class GaussianFilter(torch.autograd.Function):
         m, c = g.shape
         if need_f:
             # The adjoint on [g, f ⊙ g] at once: Aᵀ g is also ∂L/∂x.
-            both = GaussianFilter.apply(torch.cat([g, _products(f, g)], 1), f, lattice, not t)
+            both = KernelProduct.apply(torch.cat([g, _products(f, g)], 1), f, lattice, not t)
             at_g, at_fg = both[:, :c], both[:, c:].reshape(m, c, -1)  # Aᵀ g (M, C), Aᵀ(f ⊙ g) (M, C, d)
-            a_fx = GaussianFilter.apply(_products(f, x), f, lattice, t).reshape(m, c, -1)  # A(f ⊙ x)
+            a_fx = KernelProduct.apply(_products(f, x), f, lattice, t).reshape(m, c, -1)  # A(f ⊙ x)
             # i-side: Σ_c g_c [A(f ⊙ x_c) − f A x_c];  j-side: Σ_c x_c [Aᵀ(f ⊙ g_c) − f Aᵀ g_c]
             grad_f = (
                 torch.einsum("mc,mcd->md", g, a_fx)
@@ -114,5 +114,5 @@ class GaussianFilter(torch.autograd.Function):
             if need_x:
                 grad_x = at_g
         elif need_x:
-            grad_x = GaussianFilter.apply(g, f, lattice, not t)
+            grad_x = KernelProduct.apply(g, f, lattice, not t)
         return grad_x, grad_f, None, None, None

@@ -21,7 +21,7 @@ import torch
 from lab._checks import check_choice, check_shape, check_tensor
 from lab.lattice.backend import resolve_backend
 from lab.lattice.build import BUILDERS, LatticeStructure, build_lattice
-from lab.lattice.feature_grad import GaussianFilter, centred_features
+from lab.lattice.feature_grad import KernelProduct, centred_features
 from lab.lattice.normalize import NORMALIZATIONS, normalized
 from lab.lattice.torch_ops import TorchOps
 
@@ -99,7 +99,7 @@ class PermutohedralLattice:
             raise TypeError(f"features: expected a floating-point tensor, got {features.dtype}")
         if points.shape[0] == 0 or points.shape[1] == 0:
             raise ValueError(f"features: expected at least one point and one dimension, got {tuple(features.shape)}")
-        # finiteness and representability are checked once, by build_lattice (lab.lattice.build.prepare_features)
+        # finiteness and representability are checked once, by build_lattice (lab.lattice.limits.prepare_features)
         self.backend = resolve_backend(backend, features.device)
         if points.dtype not in (torch.float32, torch.float64):
             points = points.float()
@@ -306,7 +306,7 @@ class PermutohedralLattice:
         """
 
         def k(v: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
-            return GaussianFilter.apply(v, f, self, False, known)
+            return KernelProduct.apply(v, f, self, False, known)
 
         k1 = None
         if normalize != "none":

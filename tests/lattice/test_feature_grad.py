@@ -9,13 +9,12 @@ same formula with the lattice filter (an approximation, bounded by measured tole
 import math
 import os
 
-import numpy as np
 import pytest
 import torch
-from skimage import data
+from inputs import image_tensor, photo
 
 import lab
-from lab.lattice.feature_grad import GaussianFilter
+from lab.lattice.feature_grad import KernelProduct
 
 NORMS = ["none", "after", "symmetric"]
 
@@ -42,8 +41,7 @@ def exact_lattice(f: torch.Tensor) -> lab.PermutohedralLattice:
     lat = lab.PermutohedralLattice(f, backend="torch")
     fd = f.detach()
     k = torch.exp(-0.5 * torch.cdist(fd, fd).square()) * lat.structure.kernel_scale  # (N, N), symmetric
-    lat._k = lambda x: k @ x
-    lat._kt = lambda x: k.T @ x
+    lat.apply_kernel = lambda x, transpose=False: (k.T if transpose else k) @ x
     return lat
 
 
@@ -57,10 +55,8 @@ def random_case(n=300, d=3, c=2, side=4.5, seed=0):
 
 def photo_features(row=100, col=150, size=24, theta_alpha=5.0, theta_beta=13.0):
     """(1, 5, size, size) float64 bilateral features of an astronaut crop."""
-    img = data.astronaut()[row : row + size, col : col + size].astype(np.float64)
-    return lab.bilateral_features(
-        torch.from_numpy(img).permute(2, 0, 1)[None], theta_alpha, theta_beta, dtype=torch.float64
-    )
+    img = image_tensor(photo("astronaut", slice(row, row + size), slice(col, col + size))).double()
+    return lab.bilateral_features(img, theta_alpha, theta_beta, dtype=torch.float64)
 
 
 def grads(filter_fn, v, f, grad_out):
@@ -156,9 +152,10 @@ def test_extra_channels_only_when_features_need_grad():
     channels = []
 
     def counted(lat):
-        k, kt = lat._k, lat._kt
-        lat._k = lambda x: channels.append(("K", x.shape[1])) or k(x)
-        lat._kt = lambda x: channels.append(("Kt", x.shape[1])) or kt(x)
+        apply = lat.apply_kernel
+        lat.apply_kernel = lambda x, transpose=False: (
+            channels.append(("Kt" if transpose else "K", x.shape[1])) or apply(x, transpose)
+        )
         lat.normalizer()  # cached before counting
         channels.clear()
         return lat
@@ -195,15 +192,15 @@ def test_batch_feature_gradient_equals_per_element():
 
 
 def test_primitive_transpose_flag_is_the_adjoint():
-    """GaussianFilter(transpose=True) applies Kᵀ: <K x, y> = <x, Kᵀ y> on the (non-symmetric) lattice K."""
+    """KernelProduct(transpose=True) applies Kᵀ: <K x, y> = <x, Kᵀ y> on the (non-symmetric) lattice K."""
     f, v, grad_out = random_case(n=150, d=3, c=2)
     fg = f.clone().requires_grad_()
     lat = lab.PermutohedralLattice(fg, backend="torch")
-    kx = GaussianFilter.apply(v, fg, lat, False, None)
-    kty = GaussianFilter.apply(grad_out, fg, lat, True, None)
+    kx = KernelProduct.apply(v, fg, lat, False, None)
+    kty = KernelProduct.apply(grad_out, fg, lat, True, None)
     lhs, rhs = float((kx * grad_out).sum().detach()), float((v * kty).sum().detach())
     assert abs(lhs - rhs) < 1e-12 * abs(lhs)
-    assert not torch.allclose(kx, GaussianFilter.apply(v, fg, lat, True, None))  # K is not symmetric
+    assert not torch.allclose(kx, KernelProduct.apply(v, fg, lat, True, None))  # K is not symmetric
 
 
 # ------------------------------------------------------------------------------- a tiny learning test
