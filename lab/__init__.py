@@ -4,6 +4,7 @@ Layers (imports point one way): ``lab.lattice`` → ``lab.crf`` → data, models
 ``lab.viz`` → interfaces (CLI, app, notebooks). See ARCHITECTURE.md.
 """
 
+from lab._checks import data_checks, set_data_checks
 from lab.crf import (
     CRFRNN,
     CRFKernels,
@@ -28,10 +29,12 @@ __all__ = [
     "MeanFieldTrace",
     "PermutohedralLattice",
     "bilateral_features",
+    "data_checks",
     "exact_gaussian_filter",
     "gaussian_filter",
     "load_trained_crf",
     "mean_field",
+    "set_data_checks",
     "spatial_features",
     "unary_from_labels",
     "unary_from_softmax",
