@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 # The tested torch. Override for another build, e.g. make test TORCH_SPEC="torch==2.11.0".
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: app test lint format bench lab train clean
+.PHONY: app test test-gpu test-install setup-browser lint format bench lab train clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,14 @@ $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.torch
 	$(WARM_UP)
 	touch $@
 
-# Debian's chromium for the browser test (as root, with apt-get); without it that test skips, saying why.
-$(VENV)/.stamp-browser: | $(PY)
-	@if [ -x /usr/bin/chromium ]; then touch $@; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	    && touch $@ || echo "chromium could not be installed: the browser test will skip"; \
-	else echo "not root or no apt-get: chromium not installed, the browser test will skip"; fi
+# Debian's chromium for the browser test (tests/app/test_browser.py), as root with apt-get; once per machine.
+# `make test` does not need it: without /usr/bin/chromium that test skips, saying why.
+setup-browser:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "setup-browser installs Debian's chromium with apt-get: run it as root" >&2; exit 1; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "setup-browser: no apt-get (not Debian/Ubuntu)" >&2; exit 1; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	  && echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; fi
 
 $(VENV)/.stamp-notebooks: pyproject.toml $(VENV)/.torch
 	$(PIP) -e ".[notebooks]"
@@ -56,6 +57,7 @@ lab: $(VENV)/.stamp-notebooks
 app: $(VENV)/.stamp-app
 	$(VENV)/bin/streamlit run app/streamlit_app.py --server.headless true --browser.gatherUsageStats false
 
+# ruff check covers the notebooks too (ruff reads .ipynb); ruff format leaves them as written (pyproject.toml)
 lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -66,9 +68,20 @@ format: $(VENV)/.stamp-dev
 
 # The main suite, then the Triton-interpreter tests in their own process
 # (TRITON_INTERPRET is read when @triton.jit decorates, so it must be set before import).
-test: lint $(VENV)/.stamp-browser
+test: lint
 	$(PY) -m pytest -m "not interpreter" -q
 	TRITON_INTERPRET=1 $(PY) -m pytest -m interpreter -q
+
+# The compiled Triton kernels on a CUDA device (the interpreter tests' bodies, compiled). Needs a CUDA build of
+# torch in .venv (PyPI's Linux x86_64 torch wheels are; another: make clean, then make test-gpu TORCH_SPEC=...).
+test-gpu: $(VENV)/.stamp-dev
+	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
+	  f'make test-gpu: torch {torch.__version__} sees no CUDA device (no GPU, or a CPU build of torch)')"
+	$(PY) -m pytest -m gpu -q
+
+# The wheel in a clean venv with its runtime dependencies only: README example and crf-lab refine (under /tmp)
+test-install:
+	PYTHON="$(PYTHON)" TORCH_SPEC="$(TORCH_SPEC)" scripts/check_install.sh
 
 # The paper's Table 1 in miniature (about 27 min on 2 cores): results/paper_table.md and figures
 train: $(VENV)/.stamp-dev

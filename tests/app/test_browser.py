@@ -1,7 +1,7 @@
 """The app in a real browser: Streamlit served on 127.0.0.1, driven by Playwright in Debian's Chromium.
 
-Never downloads a browser: it uses /usr/bin/chromium (installed by `make test` with apt-get) and skips
-with the reason when that or the playwright package is missing. Screenshots go to artifacts/.
+Never downloads a browser: it uses /usr/bin/chromium (Debian's package: `make setup-browser`, as root) and
+skips with the reason when that or the playwright package is missing. Screenshots go to artifacts/.
 """
 
 import os
@@ -29,10 +29,10 @@ FLAGS = [
 ]
 
 pytest.importorskip("streamlit", reason="the app extra is not installed")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the ui-test extra)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
 if not os.path.exists(CHROMIUM):
     pytest.skip(
-        f"{CHROMIUM} not found (Debian's chromium package; make test installs it as root)", allow_module_level=True
+        f"{CHROMIUM} not found (Debian's chromium package: run `make setup-browser` as root)", allow_module_level=True
     )
 
 
