@@ -43,7 +43,9 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         return "triton" if device.type == "cuda" and triton_available() else "torch"
     if not triton_available():
-        raise RuntimeError("backend='triton': Triton is not installed (pip install triton)")
+        raise RuntimeError(
+            "backend='triton': Triton is not installed (pip install 'crf-rnn-lab[gpu]'; CUDA builds of torch bring it)"
+        )
     if device.type != "cuda" and not interpret:
         raise RuntimeError(
             f"backend='triton': tensors are on {device.type}; Triton needs CUDA tensors "
