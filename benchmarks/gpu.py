@@ -30,7 +30,6 @@ import torch
 
 import lab
 from lab.lattice import LatticeStructure
-from lab.lattice.triton_fused import fused_mean_field_iteration, fused_mean_field_iteration_reference
 
 DEVICE = "cuda"
 SIDES = {0.25: 512, 1.0: 1024, 4.0: 2048}
@@ -38,7 +37,7 @@ C = 21  # channels = labels
 T = 5  # mean-field iterations
 BILATERAL = {"theta_alpha": 80.0, "theta_beta": 13.0}
 THETA_GAMMA = 3.0
-SPLAT_VECTOR_ROWS = 8  # rows per program of the CSR-vector splat (32 entries per step)
+SPLAT_VECTOR_ROWS = 8  # rows per program of the CSR-vector splat (benchmarks/triton_schedules.py; 32 entries per step)
 W_BILATERAL, W_SPATIAL = 10.0, 3.0  # pydensecrf-style kernel weights (Potts: compat = 1 - I)
 # Peak DRAM bandwidth (GB/s) of parts we may be lent, from the vendors' data sheets.
 PEAK_GBPS = {"H100 80GB HBM3": 3350.0, "H100 PCIe": 2000.0, "H200": 4800.0, "A100-SXM4-80GB": 2039.0}
@@ -89,7 +88,7 @@ def photos(side: int, batch: int) -> torch.Tensor:
 def filter_bytes(s: LatticeStructure, c: int) -> int:
     """Bytes one splat + (d+1) blurs + slice must move, for C float32 channels (see the module docstring).
 
-    Index arrays as the kernels read them (lab.lattice.triton_kernels.TritonLattice): int32 indices,
+    Index arrays as the kernels read them (lab.lattice.triton.layout.TritonLattice): int32 indices,
     float32 weights, int64 CSR row pointers.
     """
     m, v, dp1 = s.num_points, s.num_vertices, s.d + 1
@@ -122,6 +121,8 @@ class CRF:
     """
 
     def __init__(self, image: torch.Tensor, backend: str) -> None:
+        from lab.crf.triton_step import fused_mean_field_iteration, fused_mean_field_iteration_reference
+
         self.backend = backend
         self.lattices = [
             lab.PermutohedralLattice(lab.bilateral_features(image, **BILATERAL), backend=backend),
@@ -132,18 +133,15 @@ class CRF:
         self.compat = 1 - torch.eye(C, device=image.device)  # Potts
         self.step = fused_mean_field_iteration if backend == "triton" else fused_mean_field_iteration_reference
         if backend == "triton":
-            from lab.lattice import triton_kernels
-
-            self.tk = triton_kernels
-            self.compact = [triton_kernels.triton_lattice(lat.structure) for lat in self.lattices]
+            self.layouts = [lat.ops.layout for lat in self.lattices]  # the TritonOps' compact layouts
 
     def blurred(self, q: torch.Tensor) -> list[torch.Tensor]:
         """blur(splat(D^-1/2 q)) on each lattice: (V_k, L)."""
         if self.backend == "triton":
-            tk = self.tk
+            from lab.lattice.triton.ops import lattice_blur, lattice_splat
+
             return [
-                tk.lattice_blur(tk.lattice_splat(q, c, scale=n), c)
-                for c, n in zip(self.compact, self.norms, strict=True)
+                lattice_blur(lattice_splat(q, c, scale=n), c) for c, n in zip(self.layouts, self.norms, strict=True)
             ]
         return [lat.blur(lat.splat(lat.from_points(n * q))) for lat, n in zip(self.lattices, self.norms, strict=True)]
 
@@ -174,7 +172,9 @@ def fmt(ms: float | None) -> str:
 
 
 def run(sizes: list[float], batches: list[int], compile_torch: bool, peak: float) -> None:
-    from lab.lattice import triton_kernels as tk
+    from triton_schedules import splat_csr_vector
+
+    from lab.lattice.triton.ops import lattice_splat
 
     print("\n## Filter (one lattice, C=21, float32, normalize='symmetric')\n")
     print(
@@ -207,11 +207,11 @@ def run(sizes: list[float], batches: list[int], compile_torch: bool, peak: float
                     fn = compiled_filter(torch_lat)
                     compiled_ms = bench(lambda fn=fn, x=x: fn(x)) if fn is not None else None
                 gbps = filter_bytes(lat.structure, C) / triton_ms / 1e6
-                # The two splat schedules of lab.lattice.triton_kernels.csr_matmul (default: tile).
-                compact = tk.triton_lattice(lat.structure)
-                splat_tile = bench(lambda c=compact, x=x: tk.lattice_splat(x, c))
+                # The library's splat (tile schedule) and the CSR-vector one of benchmarks/triton_schedules.py.
+                layout = lat.ops.layout
+                splat_tile = bench(lambda c=layout, x=x: lattice_splat(x, c))
                 splat_vector = bench(
-                    lambda c=compact, x=x: tk.lattice_splat(x, c, block_rows=SPLAT_VECTOR_ROWS, block_entries=32)
+                    lambda c=layout, x=x: splat_csr_vector(x, c, rows=SPLAT_VECTOR_ROWS, block_entries=32)
                 )
                 print(
                     f"| {mp} | {b} | {d} | {lat.num_vertices / lat.num_points:.2f} | {build_ms:.1f} | "
