@@ -178,10 +178,14 @@ def test_launchers_multi_block(device, d, b, h, w, channels, block_rows, block_c
         torch.testing.assert_close(got, want.blur(splat, reverse), atol=F64_ATOL, rtol=0)
     sliced = lattice_slice(splat, layout.vertex_index, layout.barycentric, **blocks)
     torch.testing.assert_close(sliced, want.slice_(splat), atol=F64_ATOL, rtol=0)
-    # The general CSR product on rows of exactly d+1 entries: the slice matrix.
+    # The general CSR product: on rows of exactly d+1 entries (the slice matrix), and on the last blur axis'
+    # matrix against the blur kernel's neighbour table for that axis alone.
     m = s.slice_matrix
     got = csr_matmul(m.crow_indices(), m.col_indices(), m.values(), splat, **blocks)
     torch.testing.assert_close(got, want.slice_(splat), atol=F64_ATOL, rtol=0)
+    m, last_axis = s.blur_matrices[-1], replace(layout, neighbours=layout.neighbours[-1:])
+    got = csr_matmul(m.crow_indices(), m.col_indices(), m.values().double(), splat, **blocks)
+    torch.testing.assert_close(got, lattice_blur(splat, last_axis, **blocks), atol=F64_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("schedule", ["tile", "csr-vector"])  # the library's; the benchmark's alternative
