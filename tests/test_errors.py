@@ -138,7 +138,7 @@ CASES = [
         "exact mismatch",
         lambda: lab.exact_gaussian_filter(torch.rand(9, 3), F2),
         ValueError,
-        "values: shape (9, 3) does not match features (10, 2)",
+        "values: expected the shape of features (10, 2) but C, got (9, 3)",
     ),
     (
         "params θ tensor shape",
@@ -326,19 +326,19 @@ CASES = [
         "mf compat size",
         lambda: lab.mean_field(U, IMG, lab.CRFParams(compat=torch.ones(4, 4))),
         ValueError,
-        "compat: an (3, 3) matrix for L = 3",
+        "compat: expected a (3, 3) matrix for L = 3",
     ),
     (
         "mf per-class weights",
         lambda: lab.mean_field(U, IMG, lab.CRFParams(w_bilateral=torch.ones(5))),
         ValueError,
-        "w_bilateral: per-class weights for L = 3",
+        "w_bilateral: expected one weight per class (L = 3)",
     ),
     (
         "mf per-class weights 4",
         lambda: lab.mean_field(UNARY, IMAGE, lab.CRFParams(w_bilateral=torch.rand(4))),
         ValueError,
-        "w_bilateral: per-class weights for L = 3 labels, got (4,)",
+        "w_bilateral: expected one weight per class (L = 3), got shape (4,)",
     ),
     # --- the module and unaries
     ("crfrnn classes", lambda: lab.CRFRNN(1), ValueError, "num_classes: expected an integer >= 2, got 1"),

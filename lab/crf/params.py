@@ -198,7 +198,7 @@ class CRFParams:
             return potts_compat(num_labels, dtype=dtype, device=device)
         if self.compat.shape[0] != num_labels:
             raise ValueError(
-                f"compat: an ({num_labels}, {num_labels}) matrix for L = {num_labels} labels, got "
+                f"compat: expected a ({num_labels}, {num_labels}) matrix for L = {num_labels} labels, got "
                 f"{tuple(self.compat.shape)}"
             )
         return self.compat
@@ -218,7 +218,9 @@ class CRFParams:
         for name, w in (("w_bilateral", self.w_bilateral), ("w_spatial", self.w_spatial)):
             if isinstance(w, torch.Tensor):
                 if w.dim() == 1 and w.shape[0] != num_labels:
-                    raise ValueError(f"{name}: per-class weights for L = {num_labels} labels, got {tuple(w.shape)}")
+                    raise ValueError(
+                        f"{name}: expected one weight per class (L = {num_labels}), got shape {tuple(w.shape)}"
+                    )
                 rows.append(w.to(dtype=dtype, device=device).expand(num_labels))
             else:
                 rows.append(torch.full((num_labels,), float(w), dtype=dtype, device=device))

@@ -126,7 +126,9 @@ def exact_gaussian_filter(
         )
     same = values.shape[0] == features.shape[0] and values.shape[2:] == features.shape[2:]
     if not same:
-        raise ValueError(f"values: shape {tuple(values.shape)} does not match features {tuple(features.shape)}")
+        raise ValueError(
+            f"values: expected the shape of features {tuple(features.shape)} but C, got {tuple(values.shape)}"
+        )
     if values.device != features.device:
         raise ValueError(f"values: on {values.device}, but features are on {features.device}")
     check_choice(normalize, "normalize", NORMALIZATIONS)
