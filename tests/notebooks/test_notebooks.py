@@ -5,8 +5,8 @@ tests: jupyter_client starts kernel specs whose command is ``python`` with ``sys
 notebooks folder as working directory. A cell that raises fails the test with the cell and its traceback.
 nbclient itself runs in a child process per notebook: run one after another in the pytest process, the
 playground's widget cell sometimes waited out the whole cell timeout (300 s) with its kernel idle, then
-went on (seen with ipykernel 6.31 and 7.4; most likely a lost ZMQ wake-up in client state shared across notebooks); a fresh
-process per notebook has none of the previous notebook's sockets or event loop.
+went on (seen with ipykernel 6.31 and 7.4; most likely a lost ZMQ wake-up in client state shared across
+notebooks); a fresh process per notebook has none of the previous notebook's sockets or event loop.
 Measured on the 2-core development machine (2026-11-26, each in its own process): 01 ≈ 15 s, 02 ≈ 10 s,
 03 ≈ 23 s, 04 ≈ 16 s.
 """
