@@ -163,7 +163,7 @@ def draw_lattice_2d(ax, features: torch.Tensor, highlight: int = 0, annotate: bo
         ax.plot([p[0], vertex[0]], [p[1], vertex[1]], color="tab:green", lw=1.2 + 3 * b, zorder=2)
         if annotate:
             ax.annotate(
-                f"b = {b:.2f}", corner, textcoords="offset points", xytext=(6, 6), fontsize=9, color="darkgreen"
+                f"b = {b:.2f}", vertex, textcoords="offset points", xytext=(6, 6), fontsize=9, color="darkgreen"
             )
     ax.scatter(*p, s=60, marker="*", c="crimson", zorder=4, label=f"point {highlight}")
     ax.set_xlim(lo[0], hi[0])

@@ -33,3 +33,23 @@ def test_mesh_edges_have_one_length():
 def test_rejects_image_layout():
     with pytest.raises(ValueError, match="expected shape"):
         lattice_geometry(torch.zeros(1, 2, 3, 3))
+
+
+def test_drawing_labels_each_corner_with_its_weight():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lab.viz.lattice_plot import draw_lattice_2d
+
+    f = torch.rand(40, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 3
+    fig, ax = plt.subplots()
+    try:
+        g = draw_lattice_2d(ax, f, highlight=5, annotate=True)
+        labels = {t.get_text(): tuple(t.xy) for t in ax.texts}
+        assert len(labels) <= 3 and len(ax.texts) == 3  # one per corner of the highlighted simplex
+        for corner, b in zip(g.corners[5], g.barycentric[5], strict=True):
+            assert labels[f"b = {b:.2f}"] == pytest.approx(tuple(corner))
+    finally:
+        plt.close(fig)
