@@ -14,12 +14,16 @@ from lab.unary.sources import (
     unary_from_annotation,
     unary_from_coarse_labels,
 )
+from lab.unary.voc import VOC_CLASS_NAMES, VOCSegmenter, VOCUnavailable, voc_status, voc_unary
 
 __all__ = [
     "SELFIE_CLASS_NAMES",
+    "VOC_CLASS_NAMES",
     "FCNUnavailable",
     "SelfieSegmenter",
     "SourceUnavailable",
+    "VOCSegmenter",
+    "VOCUnavailable",
     "coarse_colour_clusters",
     "fcn_unary",
     "find_fcn_checkpoint",
@@ -31,4 +35,6 @@ __all__ = [
     "unary_from_coarse_labels",
     "unary_from_labels",
     "unary_from_softmax",
+    "voc_status",
+    "voc_unary",
 ]
