@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from lab.crf import CRFKernels, CRFParams, MeanFieldTrace, mean_field
+from lab.explore.changes import ChangeReport, crf_changes, flip_map
 from lab.explore.memory import (
     CACHE_BUDGET_BYTES,
     CACHE_BUDGET_ENV,
@@ -34,6 +35,7 @@ __all__ = [
     "CACHE_BUDGET_ENV",
     "MAX_LABELS",
     "ByteBudgetCache",
+    "ChangeReport",
     "RunResult",
     "annotation_label_count",
     "app_cache",
@@ -42,7 +44,9 @@ __all__ = [
     "build_kernels",
     "cache_budget",
     "check_num_labels",
+    "crf_changes",
     "fit_image",
+    "flip_map",
     "label_png",
     "params_from_json",
     "params_to_json",
