@@ -38,6 +38,7 @@ decoding; --message-passing exact is refused above 96 × 96 pixels (it is O(N²)
 
 Example:
     crf-lab refine photos/ --out refined/                      # built-in colour-cluster unary
+    crf-lab refine photos/ --unary voc --out refined/          # the bundled 21-class VOC network
     crf-lab refine "shots/*.jpg" --prob-dir probs/ --out out/  # probs/NAME.npy per image
     crf-lab refine img.png --annotation-dir ann/ --params crf_params.json --save-q --overlay --out out/
     crf-lab refine photos/ --out refined/ --skip-existing      # finish an interrupted run
@@ -74,6 +75,17 @@ def check_options(args: argparse.Namespace) -> None:
         )
     if args.block < 1:
         raise UsageError(f"--block: expected a tile size in pixels >= 1, got {args.block}")
+    temperature = 1.0 if args.unary_temperature is None else args.unary_temperature
+    if not 0 < temperature < float("inf"):  # also refuses NaN
+        raise UsageError(f"--unary-temperature: expected a finite number > 0, got {temperature}")
+    if args.unary_temperature is not None and args.unary != "voc":
+        raise UsageError("--unary-temperature: applies to --unary voc only (the other unaries have no logits)")
+    if args.unary == "voc":
+        from lab.unary.voc import voc_status
+
+        ok, reason = voc_status()
+        if not ok:
+            raise UsageError(f"--unary voc: unavailable here: {reason}")
     if args.prob_dir is None and args.annotation_dir is None:
         low, why = 1 / args.labels, f" (1/L for --labels {args.labels})"
     else:
@@ -107,10 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs", nargs="+", help="image files, folders of images (not searched recursively), or globs (quote them)"
     )
     r.add_argument("--out", required=True, help="output folder (created); inputs are never overwritten")
-    u = r.add_argument_group("unary (default: built-in colour clusters)")
+    u = r.add_argument_group("unary (default: built-in colour clusters, --unary clusters)")
     src = u.add_mutually_exclusive_group()
+    src.add_argument(
+        "--unary",
+        choices=("clusters", "voc"),
+        default="clusters",
+        help="clusters (the default): colour clusters of the image itself, labels without meaning; voc: the "
+        "bundled DeepLabV3 network, 21 PASCAL VOC classes (needs the mediapipe extra)",
+    )
     src.add_argument("--prob-dir", help="folder of NAME.npy/.npz probability or score maps, (H,W,L) or (L,H,W)")
     src.add_argument("--annotation-dir", help="folder of NAME.png annotations: colours = labels, black = unknown")
+    u.add_argument(
+        "--unary-temperature",
+        dest="unary_temperature",
+        type=float,
+        help="--unary voc: U = log_softmax(logits / T), T > 0; T > 1 softens the network's confidence (default 1.0)",
+    )
     u.add_argument("--labels", type=int, default=4, help="colour clusters: number of labels L, 2..256 (default 4)")
     u.add_argument("--block", type=int, default=16, help="colour clusters: tile size in pixels, >= 1 (default 16)")
     u.add_argument(

@@ -2,15 +2,16 @@
 
 :func:`refine` runs a whole ``crf-lab refine``: the option checks and the plan first (a
 :class:`lab.cli.args.UsageError` before any image is read), then per image its unary (colour clusters, a
-probability map or an annotation), ``mean_field`` on the CPU and its outputs written all or nothing. A file
-that cannot be refined is reported on stderr (which file, what is wrong) and counted; a full disk stops the
-batch (exit code 1), SIGINT / SIGTERM stop it between images (130 / 143); the last line says how many images
-are complete and how to resume (``--skip-existing``).
+probability map, an annotation or the bundled VOC network, loaded once per run), ``mean_field`` on the CPU and
+its outputs written all or nothing. A file that cannot be refined is reported on stderr (which file, what is
+wrong) and counted; a full disk stops the batch (exit code 1), SIGINT / SIGTERM stop it between images (130 /
+143); the last line says how many images are complete and how to resume (``--skip-existing``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -33,10 +34,14 @@ from lab.cli.signals import Interrupted, Signals
 from lab.cli.writing import StopBatch, encode_outputs, write_outputs
 
 
-def _unary(args: argparse.Namespace, path: Path, image: np.ndarray):
+def _unary(args: argparse.Namespace, path: Path, image: np.ndarray, voc=None):
     from lab.data import load_image
     from lab.unary import coarse_colour_clusters, load_probability_map, unary_from_annotation
 
+    if voc is not None:
+        temperature = 1.0 if args.unary_temperature is None else args.unary_temperature
+        unary, _ = voc(image, temperature=temperature)
+        return unary, [f"VOC unary, T={temperature:g}"]
     h, w = image.shape[:2]
     where = companions(args)
     source = find_companion(where[0], path.stem, *where[1:]) if where else None
@@ -54,7 +59,21 @@ def _unary(args: argparse.Namespace, path: Path, image: np.ndarray):
     return unary, ["colour-cluster unary"]
 
 
-def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int):
+def class_summary(labels: np.ndarray, names: tuple[str, ...], most: int = 4) -> str:
+    """The classes present in a label map by share of pixels, e.g. ``"cat 77 %, background 23 %"``.
+
+    Example:
+        >>> class_summary(np.array([[8, 8, 8, 0]]), ("background",) + ("x",) * 7 + ("cat",))
+        'cat 75 %, background 25 %'
+    """
+    counts = np.bincount(labels.ravel(), minlength=len(names))
+    order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i]]
+    shares = [100 * counts[i] / labels.size for i in order]
+    parts = [f"{names[i]} {s:.0f} %" if s >= 0.5 else f"{names[i]} <1 %" for i, s in zip(order, shares, strict=True)]
+    return ", ".join(parts[:most]) + (f", +{len(parts) - most} more" if len(parts) > most else "")
+
+
+def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, voc=None):
     """The image, its labels and Q (L, H, W), and notes; a ValueError for what the user can fix."""
     import torch
 
@@ -79,7 +98,7 @@ def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int):
             "exact allows (it is O(N²): hours at 800 × 600); use --message-passing lattice (the default) "
             "or downscale with --max-side 96"
         )
-    unary, notes = _unary(args, path, image)
+    unary, notes = _unary(args, path, image, voc)
     with torch.no_grad():
         trace = mean_field(
             unary,
@@ -91,7 +110,10 @@ def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int):
             backend=args.backend,
         )
     q = trace.q[0].numpy()
-    return image, q.argmax(0), q, notes
+    labels = q.argmax(0)
+    if voc is not None:
+        notes.append(class_summary(labels, voc.class_names))
+    return image, labels, q, notes
 
 
 def _failure_text(exc: BaseException, path: Path) -> str:
@@ -107,11 +129,11 @@ def _failure_text(exc: BaseException, path: Path) -> str:
 def refine(args: argparse.Namespace) -> int:
     """Run ``refine``; returns the exit code."""
     signals = Signals()
-    with signals.installed():
-        return _refine(args, signals)
+    with signals.installed(), contextlib.ExitStack() as stack:
+        return _refine(args, signals, stack)
 
 
-def _refine(args: argparse.Namespace, signals: Signals) -> int:
+def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitStack) -> int:
     refined, existing, total = 0, 0, 0
     current: Path | None = None
     out = Path(args.out)
@@ -126,6 +148,14 @@ def _refine(args: argparse.Namespace, signals: Signals) -> int:
             )
         plan = plan_outputs(found.files, out, args)
         prepare_out(out)
+        voc = None
+        if args.unary == "voc":  # loaded once for the whole batch (about 0.1 s), closed when the run ends
+            from lab.unary.voc import VOCSegmenter, VOCUnavailable
+
+            try:
+                voc = stack.enter_context(VOCSegmenter())
+            except VOCUnavailable as exc:
+                raise UsageError(f"--unary voc: {exc}") from None
         mask = os.umask(0)
         os.umask(mask)
         mode = 0o666 & ~mask  # what a plain open() would give the outputs
@@ -147,7 +177,7 @@ def _refine(args: argparse.Namespace, signals: Signals) -> int:
                 continue
             t0 = time.perf_counter()
             try:
-                image, labels, q, notes = _refine_one(args, path, params, iterations)
+                image, labels, q, notes = _refine_one(args, path, params, iterations, voc)
                 write_outputs(encode_outputs(targets, image, labels, q), signals, mode)
             except StopBatch:  # the disk is full: no later image can be written either
                 raise
