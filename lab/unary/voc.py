@@ -11,7 +11,7 @@ raw logits (about −5 … 45 on the bundled photos), not probabilities, so the 
 
 with a temperature T > 0. The network is over-confident (a near-one-hot unary leaves the CRF nothing to do
 but erode edges); T > 1 softens it, T = 1 is the network's own softmax. Labels are the 21 VOC classes in
-:data:`VOC_CLASS_NAMES` (the model's embedded ``labelmap.txt``). Measured on 2 cores: about 80 ms per
+:data:`VOC_CLASS_NAMES` (the model's embedded ``labelmap.txt``). Measured on 2 cores: about 70 ms per
 300 × 451 photo, 0.8 s for the first import of mediapipe.
 
 :class:`VOCSegmenter` holds one native segmenter for repeated calls; :func:`voc_unary` shares one per

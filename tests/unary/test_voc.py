@@ -207,3 +207,15 @@ def test_unavailable_without_mediapipe():
         line.startswith("Unavailable VOC segmenter: mediapipe is not importable") for line in lines[1:]
     )
     assert "pip install 'crf-rnn-lab[mediapipe]'" in lines[1]
+
+
+@needs_mediapipe
+def test_shared_segmenter_from_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = [sample_images(["chelsea"])["chelsea"][::3, ::3], sample_images(["astronaut"])["astronaut"][::4, ::4]]
+    expected = [voc_unary(p)[0] for p in photos]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: voc_unary(photos[i % 2])[0], range(8)))
+    for i, u in enumerate(results):
+        assert torch.equal(u, expected[i % 2])
