@@ -1,12 +1,14 @@
 """Unaries: U from probabilities or labels, and the sources they come from.
 
-Sources: colour clusters, annotation images, probability-map files, the MediaPipe selfie segmenter, and the
-FCN of lab.train's checkpoints.
+Sources: the bundled 21-class PASCAL VOC network (``voc_unary``; model and licence in ``lab/unary/models/``),
+colour clusters, annotation images, probability-map files, the MediaPipe selfie segmenter, and the FCN of
+lab.train's checkpoints. ``unary_report`` says whether a unary looks like what mean field expects.
 """
 
 from lab.unary.convert import unary_from_labels, unary_from_softmax
 from lab.unary.fcn_source import FCNUnavailable, fcn_unary, find_fcn_checkpoint, load_fcn
 from lab.unary.mediapipe_source import SELFIE_CLASS_NAMES, SelfieSegmenter, SourceUnavailable, selfie_status
+from lab.unary.sanity import UnaryReport, unary_report
 from lab.unary.sources import (
     coarse_colour_clusters,
     load_compat,
@@ -22,6 +24,7 @@ __all__ = [
     "FCNUnavailable",
     "SelfieSegmenter",
     "SourceUnavailable",
+    "UnaryReport",
     "VOCSegmenter",
     "VOCUnavailable",
     "coarse_colour_clusters",
@@ -35,6 +38,7 @@ __all__ = [
     "unary_from_coarse_labels",
     "unary_from_labels",
     "unary_from_softmax",
+    "unary_report",
     "voc_status",
     "voc_unary",
 ]
