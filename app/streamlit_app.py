@@ -7,6 +7,7 @@ Run with ``make app`` (or ``streamlit run app/streamlit_app.py``).
 
 from __future__ import annotations
 
+import html
 import zipfile
 import zlib
 
@@ -25,6 +26,7 @@ from lab.explore import (
     backend_options,
     build_kernels,
     check_num_labels,
+    crf_changes,
     fit_image,
     label_png,
     params_to_json,
@@ -33,7 +35,9 @@ from lab.explore import (
     to_tensor,
     trim_heap,
 )
+from lab.explore.voc_view import class_names_for, flip_view, present_classes, report_sample
 from lab.unary import (
+    VOC_CLASS_NAMES,
     FCNUnavailable,
     SelfieSegmenter,
     SourceUnavailable,
@@ -45,7 +49,11 @@ from lab.unary import (
     load_probability_map,
     selfie_status,
     unary_from_annotation,
+    unary_report,
+    voc_status,
+    voc_unary,
 )
+from lab.unary.voc import VOCUnavailable
 from lab.viz import changed_mask, class_heatmap, colorize, entropy_map, kl_figure, overlay
 from lab.viz.palette import PALETTE
 
@@ -58,6 +66,16 @@ KNOB_RANGES = {
     "w_spatial": (-10.0, 50.0),
 }
 NO_TRAINED = "none: set the knobs by hand"
+VOC_SOURCE = "PASCAL VOC network (21 classes)"
+CLUSTERS_SOURCE = "Colour clusters (built-in)"
+UNARY_SOURCES = [
+    VOC_SOURCE,
+    CLUSTERS_SOURCE,
+    "Person vs background (MediaPipe)",
+    "Small FCN (synthetic shapes)",
+    "Annotation image",
+    "Probability map (.npy/.npz)",
+]
 TRAINED_MU = "Trained CRF-RNN's µ"
 # what reading an uploaded file may raise: the loaders' ValueError/TypeError with a message, and what a corrupt
 # or oversized file gets from NumPy's zip reader or the allocator before a loader can word it
@@ -147,6 +165,26 @@ def use_trained(trained: TrainedCRF) -> None:
     st.session_state["trained_clamped"] = clamped
 
 
+def voc_unary_for(image_key, image: np.ndarray, temperature: float):
+    """U (1, 21, H, W) from the bundled VOC network, cached per image and temperature."""
+    key = ("voc", image_key, temperature)
+    cached = CACHE.get(key)
+    if cached is None:
+        with st.spinner("Running the VOC network…"):
+            cached = CACHE.put(key, voc_unary(image, temperature)[0])
+    return cached
+
+
+def unary_check(unary):
+    """``unary_report`` of the unary (on a strided copy above ``REPORT_MAX_PIXELS``) and the stride, cached."""
+    sample, stride = report_sample(unary)
+    key = ("unary_report", array_key(unary.numpy()), stride)
+    cached = CACHE.get(key)
+    if cached is None:
+        cached = CACHE.put(key, (unary_report(sample), stride))
+    return cached
+
+
 def clusters_for(image_key, image: np.ndarray, n_labels: int, block: int, confidence: float):
     """The built-in unary, cached per image and settings."""
     key = ("clusters", image_key, n_labels, block, confidence)
@@ -221,20 +259,39 @@ def main() -> None:
     h, w = image.shape[:2]
 
     sb.header("Unary")
+    voc_ok, voc_reason = voc_status()  # cheap (the model's SHA-256, ≈ 5 ms); read each run, so it stays true
     unary_source = sb.radio(
         "Unary source",
-        [
-            "Colour clusters (built-in)",
-            "Person vs background (MediaPipe)",
-            "Small FCN (synthetic shapes)",
-            "Annotation image",
-            "Probability map (.npy/.npz)",
-        ],
+        UNARY_SOURCES,
+        index=UNARY_SOURCES.index(VOC_SOURCE if voc_ok else CLUSTERS_SOURCE),
         key="unary_source",
-        help="Where U = log p comes from. Colour clusters need no model: k-means on tiles, upsampled blocky.",
+        help="Where U = log p comes from. The VOC network: DeepLabV3 (MobileNetV2) trained on PASCAL VOC's 21 "
+        "classes, bundled. Colour clusters need no model: k-means on tiles, upsampled blocky.",
     )
-    unary, notes = None, []
-    if unary_source == "Colour clusters (built-in)":
+    if not voc_ok:
+        sb.info(f"The VOC network is unavailable here, so colour clusters are the default: {voc_reason}", icon="ℹ️")
+    unary, notes, names = None, [], None
+    if unary_source == VOC_SOURCE:
+        temperature = sb.slider(
+            "Temperature T",
+            0.1,
+            10.0,
+            1.0,
+            step=0.1,
+            key="voc_temperature",
+            help="U = log softmax(logits / T). T = 1 is the network's own softmax, which is over-confident: the "
+            "CRF can then only smooth edges. T > 1 softens it and lets the CRF move labels; T < 1 sharpens it.",
+        )
+        if voc_ok:
+            try:
+                unary = voc_unary_for(image_key, image, temperature)
+                names = VOC_CLASS_NAMES
+                notes = [f"VOC network (DeepLabV3, MobileNetV2), T = {temperature:g}"]
+            except VOCUnavailable as exc:
+                error_box("VOC network", exc)
+        else:
+            st.warning(f"The VOC network is unavailable here: {voc_reason}", icon="ℹ️")
+    elif unary_source == CLUSTERS_SOURCE:
         n_clusters = sb.slider("Labels L", 2, 8, 4, key="n_clusters")
         block = sb.slider("Tile size (px)", 4, 64, 16, step=4, key="block", help="Larger tiles, blockier unary.")
         confidence = sb.slider("Confidence of the tile's label", 0.3, 0.95, 0.6, step=0.05, key="cluster_confidence")
@@ -246,6 +303,7 @@ def main() -> None:
             try:
                 unary = selfie_unary(image_key, image)
                 notes = ["MediaPipe selfie segmenter: class 1 = person"]
+                names = ("background", "person")
             except SourceUnavailable as exc:
                 error_box("MediaPipe selfie segmenter", exc)
         else:
@@ -256,6 +314,7 @@ def main() -> None:
             model, _ = fcn_model(str(checkpoint), checkpoint.stat().st_mtime)
             unary = fcn_unary(image, model)
             notes = [f"FCN {checkpoint.parent.name}: {', '.join(CLASS_NAMES)}"]
+            names = CLASS_NAMES
             if not image_label.startswith("synthetic"):
                 st.info(
                     "The FCN was trained on synthetic shapes: pick a 'synthetic scene' photo to see it at its best."
@@ -293,7 +352,9 @@ def main() -> None:
     if unary is None:
         st.info("Waiting for a unary: upload one in the sidebar. Meanwhile the built-in colour clusters are shown.")
         unary, _ = clusters_for(image_key, image, 4, 16, 0.6)
+        names = None
     num_labels = unary.shape[1]
+    names = class_names_for(num_labels, names)
 
     sb.header("CRF")
     trained = None
@@ -445,17 +506,48 @@ def main() -> None:
     m3.metric("Lattice build (ms)", f"{build_ms:.0f}", help="Cached: rebuilt only when the image or θ changes.")
     m4.metric(f"{iterations} iterations (ms)", f"{result.inference_ms:.0f}")
 
+    present = present_classes(labels[0], labels[t])  # only the classes on screen: 2 of VOC's 21, not all 21
     legend = " ".join(
         f"<span style='background:rgb{tuple(int(c) for c in PALETTE[i])};padding:2px 10px;margin-right:4px'>"
-        f"&nbsp;</span>{i}"
-        for i in range(num_labels)
+        f"&nbsp;</span>{html.escape(names[i])}"
+        for i in present
     )
-    st.markdown(f"Classes: {legend}", unsafe_allow_html=True)
+    st.markdown(f"Classes in the unary's or Q_{t}'s argmax: {legend}", unsafe_allow_html=True)
+
+    check, stride = unary_check(unary)
+    with st.expander(
+        f"Unary check: {len(check.messages)} problem(s) found" if check.messages else "Unary check: looks fine",
+        expanded=bool(check.messages),
+    ):
+        where = "every pixel" if stride == 1 else f"every {stride}th pixel in each direction (a strided copy)"
+        st.caption(f"lab.unary.unary_report on {where} of the working-size unary.")
+        st.markdown(
+            f"Kind: **{check.kind}**, values {check.value_min:.3g} … {check.value_max:.3g}; near one-hot pixels "
+            f"{100 * check.near_one_hot_fraction:.3g} %; mean entropy {check.entropy_mean:.3g} of log L = "
+            f"{check.entropy_max:.3g} nats."
+        )
+        for message in check.messages:
+            st.markdown(f"- {message}")
+        edges = check.entropy_edges
+        st.bar_chart(
+            {
+                "entropy (nats)": [f"{(edges[i] + edges[i + 1]) / 2:.2f}" for i in range(len(check.entropy_counts))],
+                "pixels": list(check.entropy_counts),
+            },
+            x="entropy (nats)",
+            y="pixels",
+            height=160,
+        )
 
     st.subheader(f"Iteration {t} up close")
-    view_class = st.selectbox("Class", list(range(num_labels)), key="class_view")
+    default_class = next((c for c in present if c != 0), present[0])  # the first object, not the background
+    if st.session_state.get("class_view") not in present:
+        st.session_state["class_view"] = default_class
+    view_class = st.selectbox(
+        "Class", present, key="class_view", format_func=lambda c: f"{c}: {names[c]}", help="Classes present only."
+    )
     c1, c2, c3, c4 = st.columns(4)
-    c1.image(class_heatmap(q_t, view_class), caption=f"Q_{t}(class {view_class})", width="stretch")
+    c1.image(class_heatmap(q_t, view_class), caption=f"Q_{t}({names[view_class]})", width="stretch")
     ent = entropy_map(q_t)
     c2.image(
         (255 * ent / max(np.log(num_labels), 1e-9)).clip(0, 255).astype(np.uint8),
@@ -475,6 +567,22 @@ def main() -> None:
 
     kl_col, _ = st.columns(2)
     kl_col.pyplot(kl_figure(result.trace.kl[0], current=t), width="stretch")
+
+    st.subheader(f"What the CRF changed: unary argmax → Q_{t} argmax")
+    changes = crf_changes(labels[0], labels[t], names)
+    table_col, map_col = st.columns(2)
+    table_col.dataframe(changes.table(), hide_index=True, key="change_table")
+    first, *erased = changes.notes()
+    table_col.markdown(first)
+    for note in erased:
+        table_col.info(note, icon="⚠️")
+    flips = ", ".join(f"{names[old]} → {names[new]}: {n}" for (old, new), n in list(changes.flips.items())[:4])
+    map_col.image(
+        flip_view(image, labels[0], labels[t], num_labels),
+        caption="Flipped pixels, in the colour of their new class (the legend's); unchanged pixels dimmed grey. "
+        + (f"Most flipped: {flips}." if flips else "None flipped."),
+        width="stretch",
+    )
 
     if show_steps and iterations > 0:
         st.subheader(f"Algorithm 1, iteration {max(t, 1)}, class {view_class}")

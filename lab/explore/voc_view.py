@@ -1,0 +1,102 @@
+"""The app's views of named classes (the VOC network's 21, or any unary's): which are present, the flip view.
+
+Plain functions behind the app's legend, its per-class pickers, the unary check and "What the CRF changed";
+the app only lays them out. The colours are :data:`lab.viz.palette.PALETTE` (the PASCAL VOC convention), so
+class ``c`` has the VOC annotation colour of class ``c``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from lab.explore.changes import flip_map
+from lab.viz.palette import PALETTE
+
+__all__ = ["REPORT_MAX_PIXELS", "class_names_for", "flip_view", "present_classes", "report_sample"]
+
+# unary_report reads every value in float64: ≈ 0.5 s at 256 × 256 and L = 21 on 2 cores (0.9 s at 512 × 512,
+# measured 2026-12-02). Above this many pixels the app reports on a strided copy instead.
+REPORT_MAX_PIXELS = 256 * 256
+
+
+def class_names_for(num_labels: int, names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The names to show for ``num_labels`` classes: ``names`` when it has one per class, else the ids.
+
+    Example:
+        >>> class_names_for(2, ("background", "person")), class_names_for(3, ("background", "person"))
+        (('background', 'person'), ('0', '1', '2'))
+    """
+    if names is not None and len(names) == num_labels:
+        return tuple(str(n) for n in names)
+    return tuple(str(c) for c in range(num_labels))
+
+
+def present_classes(*label_maps: np.ndarray | torch.Tensor) -> list[int]:
+    """The class ids that occur in any of the label maps, ascending.
+
+    Example:
+        >>> present_classes(np.array([[0, 8]]), np.array([[0, 0], [15, 8]]))
+        [0, 8, 15]
+    """
+    seen: set[int] = set()
+    for labels in label_maps:
+        ids = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        seen.update(int(c) for c in np.unique(ids))
+    return sorted(seen)
+
+
+def flip_view(
+    image: np.ndarray,
+    before: np.ndarray | torch.Tensor,
+    after: np.ndarray | torch.Tensor,
+    num_classes: int,
+    dim: float = 0.3,
+) -> np.ndarray:
+    """The pixels the CRF relabelled, in their new class's colour, over a dimmed grey copy of the image.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        before: (H, W) class ids before the CRF (the unary's arg-max).
+        after: (H, W) class ids after.
+        num_classes: L, above every id (:func:`lab.explore.flip_map`'s ``num_classes``).
+        dim: brightness of the unchanged pixels' grey, 0..1.
+
+    Returns:
+        (H, W, 3) uint8.
+
+    Example:
+        >>> img = np.full((1, 3, 3), 200, np.uint8)
+        >>> flip_view(img, np.array([[0, 1, 2]]), np.array([[0, 2, 2]]), 3).tolist()
+        [[[60, 60, 60], [0, 128, 0], [60, 60, 60]]]
+    """
+    ids = flip_map(before, after, num_classes=num_classes)  # (H, W): old · L + new, −1 unchanged
+    if ids.shape != image.shape[:2]:
+        raise ValueError(f"before: expected the image's shape {image.shape[:2]}, got {ids.shape}")
+    grey = (image.astype(np.float32).mean(2, keepdims=True) * dim).round().astype(np.uint8)  # (H, W, 1)
+    out = np.repeat(grey, 3, axis=2)
+    changed = ids >= 0
+    out[changed] = PALETTE[ids[changed] % num_classes]  # the new class's colour
+    return out
+
+
+def report_sample(unary: torch.Tensor, max_pixels: int = REPORT_MAX_PIXELS) -> tuple[torch.Tensor, int]:
+    """``unary`` itself, or every s-th pixel in each direction so that at most about ``max_pixels`` remain.
+
+    For :func:`lab.unary.unary_report` on large images (its statistics are per pixel, so a strided copy
+    estimates them; NaN and Inf counts are then those of the sampled pixels).
+
+    Returns:
+        (sample, s): sample (B, L, ⌈H/s⌉, ⌈W/s⌉), s = 1 when ``unary`` is small enough.
+
+    Example:
+        >>> sample, s = report_sample(torch.zeros(1, 2, 600, 400), max_pixels=60_000)
+        >>> tuple(sample.shape), s
+        ((1, 2, 300, 200), 2)
+    """
+    h, w = unary.shape[-2:]
+    s = max(1, math.ceil(math.sqrt(h * w / max_pixels)))
+    return (unary, 1) if s == 1 else (unary[..., ::s, ::s], s)
