@@ -35,7 +35,7 @@ from lab.explore import (
     to_tensor,
     trim_heap,
 )
-from lab.explore.voc_view import class_names_for, flip_view, present_classes, report_sample
+from lab.explore.voc_view import class_names_for, flip_view, present_classes, report_sample, truth_from_image
 from lab.unary import (
     VOC_CLASS_NAMES,
     FCNUnavailable,
@@ -193,6 +193,15 @@ def clusters_for(image_key, image: np.ndarray, n_labels: int, block: int, confid
         unary = coarse_colour_clusters(image, n_labels=n_labels, block=block, confidence=confidence)
         cached = CACHE.put(key, unary)
     return cached
+
+
+def resize_labels(labels: np.ndarray, h: int, w: int) -> np.ndarray:
+    """An (H', W') label map at (h, w), nearest neighbour (ids stay ids)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST)).astype(
+        np.int64
+    )
 
 
 def error_box(where: str, exc: Exception) -> None:
@@ -569,7 +578,41 @@ def main() -> None:
     kl_col.pyplot(kl_figure(result.trace.kl[0], current=t), width="stretch")
 
     st.subheader(f"What the CRF changed: unary argmax → Q_{t} argmax")
-    changes = crf_changes(labels[0], labels[t], names)
+    truth_file = uploader(
+        st,
+        "Ground truth, optional (a VOC SegmentationClass PNG, or grey levels = class ids; 255 = void)",
+        IMAGE_TYPES,
+        "truth_upload",
+        help="At the image's size (or the working size). Adds IoU per class, mIoU and pixel accuracy, before and "
+        "after the CRF.",
+    )
+    truth = None
+    if truth_file is not None:
+        try:
+            truth_img = load_image(truth_file.getvalue(), name=truth_file.name)
+            if truth_img.shape[:2] not in (original.shape[:2], image.shape[:2]):
+                raise ValueError(
+                    f"size {truth_img.shape[1]}×{truth_img.shape[0]} differs from the image's "
+                    f"{original.shape[1]}×{original.shape[0]}"
+                )
+            truth = truth_from_image(truth_img, num_labels, name=truth_file.name)
+            if truth.shape != (h, w):
+                truth = resize_labels(truth, h, w)
+        except UPLOAD_ERRORS as exc:
+            upload_error("Ground truth", truth_file, exc)
+    changes = crf_changes(labels[0], labels[t], names, truth=truth)
+    if changes.miou_before is not None:
+        g1, g2 = st.columns(2)
+        g1.metric(
+            "mIoU after the CRF",
+            f"{changes.miou_after:.3f}",
+            f"{changes.miou_after - changes.miou_before:+.3f} vs the unary's {changes.miou_before:.3f}",
+        )
+        g2.metric(
+            "Pixel accuracy after the CRF",
+            f"{changes.accuracy_after:.3f}",
+            f"{changes.accuracy_after - changes.accuracy_before:+.3f} vs the unary's {changes.accuracy_before:.3f}",
+        )
     table_col, map_col = st.columns(2)
     table_col.dataframe(changes.table(), hide_index=True, key="change_table")
     first, *erased = changes.notes()

@@ -16,7 +16,18 @@ import torch
 from lab.explore.changes import flip_map
 from lab.viz.palette import PALETTE
 
-__all__ = ["REPORT_MAX_PIXELS", "class_names_for", "flip_view", "present_classes", "report_sample"]
+__all__ = [
+    "REPORT_MAX_PIXELS",
+    "VOID",
+    "class_names_for",
+    "flip_view",
+    "present_classes",
+    "report_sample",
+    "truth_from_image",
+]
+
+# the ground truth's "void" id (VOC: 255, drawn in its palette as (224, 224, 192)): skipped by the IoU
+VOID = 255
 
 # unary_report reads every value in float64: ≈ 0.5 s at 256 × 256 and L = 21 on 2 cores (0.9 s at 512 × 512,
 # measured 2026-12-02). Above this many pixels the app reports on a strided copy instead.
@@ -100,3 +111,56 @@ def report_sample(unary: torch.Tensor, max_pixels: int = REPORT_MAX_PIXELS) -> t
     h, w = unary.shape[-2:]
     s = max(1, math.ceil(math.sqrt(h * w / max_pixels)))
     return (unary, 1) if s == 1 else (unary[..., ::s, ::s], s)
+
+
+def truth_from_image(rgb: np.ndarray, num_classes: int, name: str = "truth") -> np.ndarray:
+    """A ground-truth label map from a decoded image: palette colours (VOC's), or grey levels as class ids.
+
+    A VOC ``SegmentationClass`` PNG (palette mode) decodes to the VOC colours, which are
+    :data:`~lab.viz.palette.PALETTE`'s: each colour becomes its id, (224, 224, 192) the void id 255. An
+    image whose colours are not all palette colours but are all grey (R = G = B) is read as ids 0..255
+    directly (an "L" mode PNG of class ids). Where both readings fit (only 0, 128, 64, … grey levels), the
+    palette's wins.
+
+    Args:
+        rgb: (H, W, 3) uint8, e.g. from :func:`lab.data.load_image`.
+        num_classes: L; ids must be below it, or :data:`VOID`.
+        name: what to call the map in error messages (the uploaded file's name).
+
+    Returns:
+        (H, W) int64 class ids, :data:`VOID` where not labelled.
+
+    Raises:
+        ValueError: a colour that is neither a palette colour nor grey, or an id ≥ L other than 255.
+
+    Example:
+        >>> from lab.viz.palette import PALETTE
+        >>> truth_from_image(PALETTE[[[0, 8, 255]]], 21).tolist()
+        [[0, 8, 255]]
+        >>> truth_from_image(np.full((1, 2, 3), 15, np.uint8), 21).tolist()
+        [[15, 15]]
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"{name}: expected an (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]  # (H, W)
+    table = (PALETTE[:, 0].astype(np.int64) << 16) | (PALETTE[:, 1].astype(np.int64) << 8) | PALETTE[:, 2]
+    order = np.argsort(table)
+    pos = np.searchsorted(table[order], codes).clip(0, len(table) - 1)
+    known = table[order][pos] == codes
+    if known.all():
+        ids = order[pos]
+    elif (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        ids = rgb[..., 0].astype(np.int64)
+    else:
+        odd = [tuple(int(v) for v in c) for c in np.unique(rgb[~known], axis=0)[:3]]
+        raise ValueError(
+            f"{name}: colours that are neither the VOC palette's nor grey class ids, e.g. {odd}; expected a "
+            "label map (a VOC SegmentationClass PNG, or grey levels 0..L-1, 255 = void)"
+        )
+    bad = (ids >= num_classes) & (ids != VOID)
+    if bad.any():
+        raise ValueError(
+            f"{name}: class ids {sorted(set(np.unique(ids[bad]).tolist()))[:5]} are not below L = {num_classes} "
+            f"(nor {VOID}, void): a label map for another class list?"
+        )
+    return ids

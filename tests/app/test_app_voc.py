@@ -1,5 +1,6 @@
 """The VOC network as the app's default unary: class names in the legend, the unary check, what the CRF changed."""
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -7,10 +8,13 @@ import pytest
 import torch
 
 pytest.importorskip("streamlit", reason="the app extra is not installed (pip install -e .[app])")
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from lab.explore.voc_view import class_names_for, flip_view, present_classes, report_sample
-from lab.unary import voc_status
+from lab.data import sample_images
+from lab.explore import fit_image
+from lab.explore.voc_view import class_names_for, flip_view, present_classes, report_sample, truth_from_image
+from lab.unary import voc_status, voc_unary
 from lab.viz.palette import PALETTE
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
@@ -20,6 +24,12 @@ CLUSTERS_SOURCE = "Colour clusters (built-in)"
 
 VOC_OK, VOC_REASON = voc_status()
 needs_voc = pytest.mark.skipif(not VOC_OK, reason=f"the VOC network cannot run here: {VOC_REASON}")
+
+
+def png_bytes(arr):
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def legend(at):
@@ -78,6 +88,32 @@ def test_temperature_changes_the_unary_and_the_check_flags_a_near_one_hot_one(ch
 
 
 @needs_voc
+def test_a_ground_truth_adds_iou_and_a_bad_one_is_refused(chelsea):
+    photo = fit_image(sample_images(["chelsea"])["chelsea"], 128)  # the app's working image
+    truth = voc_unary(photo)[0].argmax(1)[0].numpy()  # (85, 128): the unary's own argmax as the "truth"
+    truth[:4] = 255  # a void band, as VOC draws object outlines
+    chelsea.file_uploader(key="truth_upload").set_value(("gt.png", png_bytes(PALETTE[truth]), "image/png")).run()
+    assert not chelsea.exception and not chelsea.error, [e.value for e in chelsea.error]
+    shown = {m.label: m for m in chelsea.metric}
+    assert "vs the unary's 1.000" in shown["mIoU after the CRF"].delta  # the unary matches its own argmax
+    assert "vs the unary's 1.000" in shown["Pixel accuracy after the CRF"].delta
+    table = chelsea.dataframe[0].value
+    assert {"truth", "iou_before", "iou_after"} <= set(table.columns)
+    assert (table["iou_before"] == 1.0).all()
+
+    ids = np.full((85, 128, 3), 30, np.uint8)  # grey 30: class id 30, beyond VOC's 21
+    chelsea.file_uploader(key="truth_upload").set_value(("ids.png", png_bytes(ids), "image/png")).run()
+    assert not chelsea.exception
+    assert any("ids.png" in e.value and "L = 21" in e.value for e in chelsea.error)
+    assert "mIoU after the CRF" not in {m.label for m in chelsea.metric}
+    small = np.zeros((10, 10, 3), np.uint8)
+    chelsea.file_uploader(key="truth_upload").set_value(("small.png", png_bytes(small), "image/png")).run()
+    assert not chelsea.exception
+    assert any("small.png" in e.value and "differs" in e.value for e in chelsea.error)
+    assert "Pixels changed vs unary" in {m.label for m in chelsea.metric}
+
+
+@needs_voc
 def test_other_sources_stay_and_name_their_classes(chelsea):
     chelsea.sidebar.radio(key="unary_source").set_value(CLUSTERS_SOURCE).run()
     assert not chelsea.exception and "L = 4 labels" in chelsea.caption[0].value
@@ -117,6 +153,17 @@ def test_flip_view_colours_flips_by_their_new_class_and_dims_the_rest():
     assert (out[0, 0] == 30).all()  # unchanged: grey at 0.3 of its brightness
     with pytest.raises(ValueError, match="before"):
         flip_view(image, before[:3], after[:3], 21)
+
+
+def test_truth_from_image_reads_palette_colours_or_grey_ids_and_refuses_others():
+    ids = np.array([[0, 8, 15], [255, 8, 0]])
+    assert (truth_from_image(PALETTE[ids], 21) == ids).all()
+    grey = np.repeat(np.array([[3, 20]], np.uint8)[..., None], 3, axis=2)  # an "L" PNG of class ids
+    assert truth_from_image(grey, 21).tolist() == [[3, 20]]
+    with pytest.raises(ValueError, match=r"gt\.png: colours"):
+        truth_from_image(np.array([[[1, 2, 3]]], np.uint8), 21, name="gt.png")
+    with pytest.raises(ValueError, match="L = 2"):
+        truth_from_image(PALETTE[ids], 2)
 
 
 def test_present_classes_and_names():
