@@ -528,7 +528,7 @@ def main() -> None:
         f"Unary check: {len(check.messages)} problem(s) found" if check.messages else "Unary check: looks fine",
         expanded=bool(check.messages),
     ):
-        where = "every pixel" if stride == 1 else f"every {stride}th pixel in each direction (a strided copy)"
+        where = "every pixel" if stride == 1 else f"one pixel of each {stride} × {stride} block (a strided copy)"
         st.caption(f"lab.unary.unary_report on {where} of the working-size unary.")
         st.markdown(
             f"Kind: **{check.kind}**, values {check.value_min:.3g} … {check.value_max:.3g}; near one-hot pixels "
@@ -549,7 +549,8 @@ def main() -> None:
         )
 
     st.subheader(f"Iteration {t} up close")
-    default_class = next((c for c in present if c != 0), present[0])  # the first object, not the background
+    counts = np.bincount(labels[t].ravel(), minlength=num_labels)  # the largest object, not the background
+    default_class = max((c for c in present if c != 0), key=lambda c: counts[c], default=present[0])
     if st.session_state.get("class_view") not in present:
         st.session_state["class_view"] = default_class
     view_class = st.selectbox(
@@ -622,7 +623,7 @@ def main() -> None:
     flips = ", ".join(f"{names[old]} → {names[new]}: {n}" for (old, new), n in list(changes.flips.items())[:4])
     map_col.image(
         flip_view(image, labels[0], labels[t], num_labels),
-        caption="Flipped pixels, in the colour of their new class (the legend's); unchanged pixels dimmed grey. "
+        caption="Flipped pixels, in the colour of their new class (the legend's); unchanged pixels faded. "
         + (f"Most flipped: {flips}." if flips else "None flipped."),
         width="stretch",
     )

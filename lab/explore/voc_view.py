@@ -67,27 +67,31 @@ def flip_view(
     num_classes: int,
     dim: float = 0.3,
 ) -> np.ndarray:
-    """The pixels the CRF relabelled, in their new class's colour, over a dimmed grey copy of the image.
+    """The pixels the CRF relabelled, in their new class's colour, over a grey copy of the image faded to white.
+
+    Faded toward white, not darkened: VOC's background colour is black, and flips to the background are
+    the common ones (the CRF eroding an object's edge).
 
     Args:
         image: (H, W, 3) uint8 RGB.
         before: (H, W) class ids before the CRF (the unary's arg-max).
         after: (H, W) class ids after.
         num_classes: L, above every id (:func:`lab.explore.flip_map`'s ``num_classes``).
-        dim: brightness of the unchanged pixels' grey, 0..1.
+        dim: how much of the grey's contrast the unchanged pixels keep, 0..1 (0: white).
 
     Returns:
         (H, W, 3) uint8.
 
     Example:
-        >>> img = np.full((1, 3, 3), 200, np.uint8)
+        >>> img = np.full((1, 3, 3), 155, np.uint8)
         >>> flip_view(img, np.array([[0, 1, 2]]), np.array([[0, 2, 2]]), 3).tolist()
-        [[[60, 60, 60], [0, 128, 0], [60, 60, 60]]]
+        [[[225, 225, 225], [0, 128, 0], [225, 225, 225]]]
     """
     ids = flip_map(before, after, num_classes=num_classes)  # (H, W): old · L + new, −1 unchanged
     if ids.shape != image.shape[:2]:
         raise ValueError(f"before: expected the image's shape {image.shape[:2]}, got {ids.shape}")
-    grey = (image.astype(np.float32).mean(2, keepdims=True) * dim).round().astype(np.uint8)  # (H, W, 1)
+    grey = image.astype(np.float32).mean(2, keepdims=True)  # (H, W, 1)
+    grey = (255 - ((255 - grey) * dim).round()).astype(np.uint8)
     out = np.repeat(grey, 3, axis=2)
     changed = ids >= 0
     out[changed] = PALETTE[ids[changed] % num_classes]  # the new class's colour

@@ -143,14 +143,14 @@ def test_without_the_voc_network_the_app_falls_back_and_says_why(monkeypatch):
 
 # --------------------------------------------------------------------------------- lab.explore.voc_view
 def test_flip_view_colours_flips_by_their_new_class_and_dims_the_rest():
-    image = np.full((4, 5, 3), 100, np.uint8)
+    image = np.full((4, 5, 3), 155, np.uint8)
     before = np.zeros((4, 5), np.int64)
     after = before.copy()
     after[1, 2], after[3, 4] = 8, 15  # background → cat, background → person
     out = flip_view(image, before, after, 21)
     assert out.shape == (4, 5, 3) and out.dtype == np.uint8
     assert (out[1, 2] == PALETTE[8]).all() and (out[3, 4] == PALETTE[15]).all()
-    assert (out[0, 0] == 30).all()  # unchanged: grey at 0.3 of its brightness
+    assert (out[0, 0] == 225).all()  # unchanged: faded to white, 0.3 of its contrast (255 − 0.3 · 100)
     with pytest.raises(ValueError, match="before"):
         flip_view(image, before[:3], after[:3], 21)
 
