@@ -105,8 +105,9 @@ def test_browser_upload_and_knob(server, tmp_path):
         page.wait_for_timeout(1000)
         page.screenshot(path=str(ARTIFACTS / "app_default.png"))  # docs/app.png is a copy of this
         # upload our image
-        page.get_by_text("Upload", exact=True).click()
-        page.locator('input[type="file"]').first.set_input_files(str(path))
+        sidebar = page.locator('[data-testid="stSidebar"]')  # the page's ground-truth uploader is outside it
+        sidebar.get_by_text("Upload", exact=True).click()  # the image-source radio option
+        sidebar.locator('input[type="file"]').first.set_input_files(str(path))
         page.get_by_text("blocks.png: 64×48").wait_for(timeout=120_000)
         # T → 0 with the keyboard: the Q map must equal the unary's labels
         slider = page.locator('input[type="range"][aria-label="Iterations T"]')  # streamlit 1.67: react-aria
