@@ -236,12 +236,10 @@ class PermutohedralLattice:
 
     @property
     def requires_grad(self) -> bool:
-        """Whether :meth:`filter_points` carries a gradient to the features (the filters' common protocol)."""
-        return self._grad_points is not None
+        """Whether :meth:`filter` differentiates with respect to the features (they required grad at build).
 
-    @property
-    def features_require_grad(self) -> bool:
-        """Whether :meth:`filter` differentiates with respect to the features (they required grad at build)."""
+        The property every filter of :class:`~lab.crf.CRFKernels` has (with ``filter_points``).
+        """
         return self._grad_points is not None
 
     def _feature_points(self, dtype: torch.dtype) -> torch.Tensor | None:
