@@ -17,9 +17,12 @@ from lab.explore.changes import flip_map
 from lab.viz.palette import PALETTE
 
 __all__ = [
+    "OTHER_FLIPS_COLOUR",
+    "PAIR_COLOURS",
     "REPORT_MAX_PIXELS",
     "VOID",
     "class_names_for",
+    "flip_pairs_view",
     "flip_view",
     "present_classes",
     "report_sample",
@@ -32,6 +35,18 @@ VOID = 255
 # unary_report reads every value in float64: ≈ 0.5 s at 256 × 256 and L = 21 on 2 cores (0.9 s at 512 × 512,
 # measured 2026-12-02). Above this many pixels the app reports on a strided copy instead.
 REPORT_MAX_PIXELS = 256 * 256
+
+# flip_pairs_view's colours, one per old → new pair: matplotlib's "tab10" without its grey. Not the class
+# palette: a pair has two classes, and the VOC colours of related classes are close (dark red, dark green, …).
+PAIR_COLOURS = np.array(
+    [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+     (227, 119, 194), (188, 189, 34), (23, 190, 207)],
+    dtype=np.uint8,
+)  # fmt: skip
+PAIR_COLOURS.setflags(write=False)
+# ... and the colour of the flips outside the most common pairs
+OTHER_FLIPS_COLOUR = np.array((64, 64, 64), dtype=np.uint8)
+OTHER_FLIPS_COLOUR.setflags(write=False)
 
 
 def class_names_for(num_labels: int, names: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -96,6 +111,58 @@ def flip_view(
     changed = ids >= 0
     out[changed] = PALETTE[ids[changed] % num_classes]  # the new class's colour
     return out
+
+
+def flip_pairs_view(
+    image: np.ndarray,
+    before: np.ndarray | torch.Tensor,
+    after: np.ndarray | torch.Tensor,
+    num_classes: int,
+    top: int = 6,
+    dim: float = 0.3,
+) -> tuple[np.ndarray, list[tuple[tuple[int, int], int, np.ndarray]]]:
+    """The pixels the CRF relabelled, one colour per old → new pair, over the image faded as in :func:`flip_view`.
+
+    The ``top`` pairs with the most pixels get :data:`PAIR_COLOURS` in that order (ties by class ids, as
+    :attr:`lab.explore.ChangeReport.flips`); the remaining flips share :data:`OTHER_FLIPS_COLOUR`. Unchanged
+    pixels are :func:`flip_view`'s.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        before: (H, W) class ids before the CRF (the unary's arg-max).
+        after: (H, W) class ids after.
+        num_classes: L, above every id.
+        top: how many pairs get their own colour, 0..len(PAIR_COLOURS).
+        dim: how much of the grey's contrast the unchanged pixels keep, 0..1 (0: white).
+
+    Returns:
+        (view, legend): view (H, W, 3) uint8; legend one ``((old, new), pixels, colour)`` per coloured pair,
+        most pixels first, then ``((-1, -1), pixels, OTHER_FLIPS_COLOUR)`` when other flips remain.
+
+    Example:
+        >>> img = np.full((1, 4, 3), 155, np.uint8)
+        >>> view, legend = flip_pairs_view(img, np.array([[0, 1, 1, 2]]), np.array([[0, 0, 0, 0]]), 3, top=1)
+        >>> [(pair, n) for pair, n, _ in legend]
+        [((1, 0), 2), ((-1, -1), 1)]
+        >>> view[0].tolist() == [[225] * 3, PAIR_COLOURS[0].tolist(), PAIR_COLOURS[0].tolist(), [64] * 3]
+        True
+    """
+    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= len(PAIR_COLOURS):
+        raise ValueError(f"top: expected an int in 0..{len(PAIR_COLOURS)}, got {top!r}")
+    out = flip_view(image, before, after, num_classes, dim)  # checks the shapes; flips in their new class's colour
+    ids = flip_map(before, after, num_classes=num_classes)  # (H, W): old · L + new, −1 unchanged
+    pair_ids, counts = np.unique(ids[ids >= 0], return_counts=True)  # ascending ids: (old, new) order
+    order = np.argsort(-counts, kind="stable")  # most pixels first, ties by (old, new)
+    legend: list[tuple[tuple[int, int], int, np.ndarray]] = []
+    for k, i in enumerate(order[:top]):
+        out[ids == pair_ids[i]] = PAIR_COLOURS[k]
+        old, new = divmod(int(pair_ids[i]), num_classes)
+        legend.append(((old, new), int(counts[i]), PAIR_COLOURS[k]))
+    rest = int(counts[order[top:]].sum())
+    if rest:
+        out[np.isin(ids, pair_ids[order[top:]])] = OTHER_FLIPS_COLOUR
+        legend.append(((-1, -1), rest, OTHER_FLIPS_COLOUR))
+    return out, legend
 
 
 def report_sample(unary: torch.Tensor, max_pixels: int = REPORT_MAX_PIXELS) -> tuple[torch.Tensor, int]:
