@@ -23,6 +23,9 @@ DESCRIPTION = """The batch command line: ``crf-lab refine`` (also ``python -m la
 Refines one image, a folder or a glob of images with mean-field inference and writes label maps (palette
 PNG), optionally Q (.npy) and an overlay, into an output folder. A bad file is reported (which file, what is
 wrong) and skipped; the others are still processed. Bad options are refused before any image is read.
+Under each image's line, "unary: ..." says what its unary looks like (lab.unary.unary_report on at most
+128 × 128 sampled pixels: log-probabilities or a common mistake, near one-hot share, mean entropy), then one
+"warning: ..." line per problem found (e.g. scores in [0, 1] where log-probabilities belong).
 
 Exit codes: 0 all good; 1 some inputs failed or were unreadable, or the disk filled up; 2 bad usage
 (including two inputs that would write the same output names); 130 / 143 stopped by SIGINT / SIGTERM.

@@ -97,3 +97,13 @@ def test_class_summary():
     labels = np.array([1] * 770 + [0] * 226 + [2, 3, 4, 5])
     assert class_summary(labels, names) == "cat 77 %, background 23 %, dog <1 %, bird <1 %, +2 more"
     assert class_summary(np.zeros((2, 2), np.int64), names) == "background 100 %"
+
+
+@needs_mediapipe
+def test_a_sharp_voc_unary_gets_the_near_one_hot_warning(chelsea, tmp_path, capsys):
+    rc, err = run(capsys, "refine", chelsea, "--unary", "voc", "--unary-temperature", "0.2", "--out", tmp_path, *FAST)
+    assert rc == 0, err
+    lines = err.splitlines()
+    at = next(i for i, s in enumerate(lines) if "chelsea.png: ok" in s)
+    assert lines[at + 1].startswith("    unary: log-probabilities, ")
+    assert any("near one-hot" in s and "temperature" in s for s in lines[at + 2 :] if s.startswith("    warning: "))
