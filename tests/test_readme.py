@@ -14,3 +14,13 @@ def test_readme_python_blocks_run():
         exec(compile(code, str(README), "exec"), namespace)
     assert namespace["logits"].shape == (2, 21, 120, 160)
     assert len(namespace["trace"].history) == 6
+
+
+def test_readme_images_exist_and_the_voc_figure_is_small():
+    links = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", README.read_text())
+    assert "docs/voc_before_after.png" in links
+    for link in links:
+        path = README.parent / link
+        assert path.is_file(), f"README links to {link}, which does not exist"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
+    assert (README.parent / "docs" / "voc_before_after.png").stat().st_size < 300_000  # kept small for the README

