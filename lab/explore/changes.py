@@ -263,7 +263,8 @@ def flip_map(
     """One id per changed pixel for its old → new pair: ``old · L + new``; −1 where the label stayed.
 
     Decode with ``old, new = divmod(id, L)``. Pass the same ``num_classes`` (e.g. ``len(class_names)``)
-    for every image, so that one pair keeps one id (and one colour) across images.
+    for every image, so that one pair keeps one id across images (:func:`lab.explore.voc_view.flip_pairs_view`
+    colours the pairs of one image by their pixel count).
 
     Args:
         before: (H, W) or (B, H, W) integer class ids before the CRF, ≥ 0.
