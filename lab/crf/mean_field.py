@@ -6,9 +6,11 @@ messages Q̌ = Σ_m w(m) k(m) ∗ Q are formed and what is kept:
 
 * with autograd or ``keep="steps"``: each kernel's filter (its own autograd), the messages kept when asked;
   ``checkpoint=True`` recomputes each iteration in the backward pass instead of storing it;
-* without autograd, "lattice": both kernels as one block-sparse operator per stage
-  (:class:`~lab.lattice.multi.MultiLatticeFilter`; scalar weights), or, for backend "triton" and float32,
-  the fused Triton iteration (:mod:`lab.crf.triton_step`).
+* without autograd, "lattice", float32 on the CPU (the default for inference): the compiled iteration of
+  :mod:`lab.crf.cpu_step` (splat, blur, then slice … softmax per pixel; needs Numba; ``LAB_CPU_FUSED=0``
+  turns it off); for backend "triton", the fused Triton iteration (:mod:`lab.crf.triton_step`); otherwise
+  both kernels as one block-sparse operator per stage (:class:`~lab.lattice.multi.MultiLatticeFilter`;
+  scalar weights).
 
 Layout: the public tensors are (B, L, H, W). Inside, Q stays in point layout (M, L), M = B·H·W, rows ordered
 (b, y, x), for all T iterations (no permute per filtering); the trace's maps are (B, L, H, W) views of it.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,6 +58,25 @@ def _weighted_messages(kernels: CRFKernels, weights: torch.Tensor, fused: bool) 
         return messages, weighting(messages, weights)  # Q̌ = Σ_m w(m) Q̃(m)
 
     return unfused
+
+
+def _cpu_fused(kernels: CRFKernels, dtype: torch.dtype) -> bool:
+    """The compiled CPU iteration applies: two lattice kernels on the CPU in float32, Numba installed.
+
+    ``LAB_CPU_FUSED=0`` in the environment turns it off (the block-sparse PyTorch path runs instead).
+    """
+    if os.environ.get("LAB_CPU_FUSED", "1") == "0":
+        return False
+    from lab.crf import cpu_step
+
+    return (
+        cpu_step.available()
+        and kernels.message_passing == "lattice"
+        and kernels.backend == "torch"
+        and dtype == torch.float32
+        and len(kernels.lattices) == 2
+        and kernels.lattices[0].structure.slice_matrix.device.type == "cpu"
+    )
 
 
 def _can_fuse(kernels: CRFKernels, scalar_weights: bool, needs_grad: bool) -> bool:
@@ -172,10 +194,10 @@ def estimate_mean_field_bytes(
 ) -> int:
     """Memory that :func:`mean_field` allocates beyond its kernels, in bytes (an upper estimate).
 
-    Eight (M, L) maps for one iteration (U, Q, the two messages, weighted, transformed, logits, softmax's
-    temporary), three (ΣV, L) vertex tables for the fused filter, plus what is kept: T+1 maps of history for
+    Eight (M, L') maps for one iteration (U, Q, the two messages, weighted, transformed, logits, softmax's
+    temporary), three (ΣV, L') vertex tables for the fused filter, plus what is kept: T+1 maps of history for
     keep="q" / "steps", six more per iteration for "steps", and six per iteration saved for backward when
-    gradients are recorded.
+    gradients are recorded. L' is L rounded up to a multiple of 8 (the compiled CPU iteration's rows).
 
     Example:
         >>> k = CRFKernels(torch.rand(1, 3, 32, 32) * 255, CRFParams())
@@ -186,7 +208,8 @@ def estimate_mean_field_bytes(
     maps = 8 + (iterations + 1 if keep is not None else 0) + (6 * iterations if keep == "steps" else 0)
     maps += 6 * iterations if grad else 0
     vertices = sum(lat.num_vertices for lat in kernels.lattices)
-    return size * num_labels * (maps * kernels.num_points + 3 * vertices)
+    width = -(-num_labels // 8) * 8
+    return size * width * (maps * kernels.num_points + 3 * vertices)
 
 
 def _check_kernels(kernels: CRFKernels, unary: torch.Tensor, params: CRFParams, message_passing: str) -> None:
@@ -239,9 +262,10 @@ def mean_field(
     Differentiable with respect to ``unary``, to tensor-valued ``params.w_bilateral``, ``params.w_spatial``
     and ``params.compat``, and to tensor-valued bandwidths ``params.theta_*`` (through the features; not with
     respect to the image). The kernels are built once per call from the current θ. Without gradients and without
-    ``keep="steps"``, the lattice path runs fused: both kernels' splat, blur and slice as one block-sparse
-    product each (:class:`~lab.lattice.multi.MultiLatticeFilter`), or, for backend "triton" and float32,
-    the fused Triton iteration (:mod:`lab.crf.triton_step`).
+    ``keep="steps"``, the lattice path runs fused: in float32 on the CPU, the compiled iteration of
+    :mod:`lab.crf.cpu_step` (the same Q to float32 rounding, bit for bit for any thread count); for backend
+    "triton", the fused Triton iteration (:mod:`lab.crf.triton_step`); otherwise both kernels' splat, blur
+    and slice as one block-sparse product each (:class:`~lab.lattice.multi.MultiLatticeFilter`).
 
     pydensecrf equivalent: ``d = DenseCRF2D(W, H, L); d.setUnaryEnergy(-U); d.addPairwiseGaussian(sxy=θγ,
     compat=w_spatial); d.addPairwiseBilateral(sxy=θα, srgb=θβ, rgbim=image, compat=w_bilateral);
@@ -308,6 +332,10 @@ def mean_field(
     fused = inference and _can_fuse(kernels, params.scalar_weights, needs_grad)
     if iterations > 0 and inference and kernels.backend == "triton" and dtype == torch.float32:
         logits, q = _triton_iterations(u, q, kernels, params, weights, compat, iterations, history)
+    elif iterations > 0 and inference and _cpu_fused(kernels, dtype):
+        from lab.crf.cpu_step import CPUMeanField
+
+        logits, q = CPUMeanField(kernels.lattices, kernels.normalize, weights, compat).run(u, q, iterations, history)
     else:
         weighted_messages = _weighted_messages(kernels, weights, fused)
         view = kernels.to_image

@@ -9,7 +9,9 @@ Q ← softmax(U); then T times (Zheng et al. 2015, Alg. 1):
 5. normalisation             Q = softmax(U − Q̂)
 
 (step 0, the initialisation Q ← softmax(U), makes the paper's six). :func:`iteration` chains steps 2–5 after
-the messages: the one place the update is written, used by every path of :func:`lab.crf.mean_field.mean_field`.
+the messages: the one place the update is written in PyTorch, used by every PyTorch path of
+:func:`lab.crf.mean_field.mean_field`; the compiled iterations (:mod:`lab.crf.cpu_step`,
+:mod:`lab.crf.triton_step`) are tested against it.
 """
 
 from __future__ import annotations

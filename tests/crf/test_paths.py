@@ -27,6 +27,9 @@ mf = importlib.import_module("lab.crf.mean_field")  # the module (lab.crf.mean_f
     ],
 )
 def test_every_path_runs_the_one_update(monkeypatch, case, grad, keep, checkpoint, params):
+    """Every PyTorch path; the compiled CPU iteration (on by default for inference) is switched off here and
+    checked against these paths in test_cpu_step.py."""
+    monkeypatch.setenv("LAB_CPU_FUSED", "0")
     calls = []
     real = mf.iteration
 
