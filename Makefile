@@ -20,8 +20,8 @@ $(VENV)/.torch: | $(PY)
 MEDIAPIPE = ($(PIP) -e ".[mediapipe]" && $(PY) scripts/fetch_selfie_model.py) \
 	|| echo "MediaPipe selfie segmenter unavailable: the app and its tests report it and go on"
 
-# Compile the Numba lattice build once (cached on disk), so that no first view waits ~20 s for it.
-WARM_UP = $(PY) -c "from lab.lattice.numba_kernels import warm_up; warm_up()" \
+# Compile the Numba lattice build and CPU iteration once (cached on disk), so that no first view waits for it.
+WARM_UP = $(PY) -c "from lab.lattice.numba_kernels import warm_up; warm_up(); from lab.crf.cpu_step import warm_up; warm_up()" \
 	|| echo "Numba kernels unavailable: lattices are built with PyTorch (slower, the same result)"
 
 $(VENV)/.stamp-app: pyproject.toml $(VENV)/.torch

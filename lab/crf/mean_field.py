@@ -336,7 +336,7 @@ def mean_field(
         from lab.crf.cpu_step import CPUMeanField
 
         logits, q = CPUMeanField(kernels.lattices, kernels.normalize, weights, compat).run(u, q, iterations, history)
-    else:
+    elif iterations > 0:
         weighted_messages = _weighted_messages(kernels, weights, fused)
         view = kernels.to_image
         for t in range(iterations):

@@ -58,8 +58,6 @@ class LatticeStructure:
         batch_num_vertices: (B,) int64, vertices used by each batch element.
         slice_matrix: (M, V) CSR: row m holds the d+1 barycentric weights of point m on its simplex.
         splat_matrix: (V, M) CSR: the transpose of ``slice_matrix``.
-        blur_matrices: d+1 (V, V) CSR matrices, the [1/4, 1/2, 1/4] stencil along each lattice axis
-            (a missing neighbour counts as zero). Each is symmetric.
         blur_neighbours: (d+1, V, 2) int64, the vertex one step forward and one step back along each
             axis, −1 where that vertex is not in the lattice (the blur matrices' off-diagonal columns).
         vertex_index: (M, d+1) int64, the vertex of each simplex corner (for inspection and plots).
@@ -77,12 +75,20 @@ class LatticeStructure:
     batch_num_vertices: torch.Tensor
     slice_matrix: torch.Tensor
     splat_matrix: torch.Tensor
-    blur_matrices: tuple[torch.Tensor, ...]
     blur_neighbours: torch.Tensor
     vertex_index: torch.Tensor
     barycentric: torch.Tensor
     hashed: bool
     kernel_scale: float
+
+    @property
+    def blur_matrices(self) -> tuple[torch.Tensor, ...]:
+        """d+1 (V, V) CSR matrices, the [1/4, 1/2, 1/4] stencil along each lattice axis, in the weights' dtype.
+
+        A missing neighbour counts as zero; each matrix is symmetric. Formed from :attr:`blur_neighbours` on
+        each access (the filters use the paired products of :func:`lab.lattice.sparse.pair_products`).
+        """
+        return tuple(blur_matrix(nb, self.barycentric.dtype) for nb in self.blur_neighbours)
 
 
 class _Codec:
@@ -170,7 +176,6 @@ def _cast_structure(s: LatticeStructure, dtype: torch.dtype) -> LatticeStructure
         s,
         slice_matrix=cast(s.slice_matrix),
         splat_matrix=cast(s.splat_matrix),
-        blur_matrices=tuple(cast(b) for b in s.blur_matrices),
         barycentric=s.barycentric.to(dtype),
     )
 
@@ -290,7 +295,6 @@ def _assemble(
         batch_num_vertices=torch.bincount(vertex_batch, minlength=batch_size),
         slice_matrix=slice_matrix,
         splat_matrix=splat_matrix,
-        blur_matrices=tuple(blur_matrix(nb, weights.dtype) for nb in neighbours),
         blur_neighbours=neighbours,
         vertex_index=vertex_index,
         barycentric=weights,

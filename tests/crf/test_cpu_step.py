@@ -20,6 +20,7 @@ from lab.lattice.normalize import NORMALIZATIONS
 numba = pytest.importorskip("numba", reason="the compiled CPU iteration needs Numba")
 cpu_step = importlib.import_module("lab.crf.cpu_step")
 cpu_lanes = importlib.import_module("lab.crf.cpu_lanes")
+cpu_kernels = importlib.import_module("lab.crf.cpu_kernels")
 mf = importlib.import_module("lab.crf.mean_field")
 
 
@@ -120,11 +121,11 @@ def test_splat_sums_in_the_gather_order():
     lattice = CRFKernels(image, CRFParams()).lattices[0]
     tables = cpu_step._Tables(lattice, "after")
     x = np.random.default_rng(0).random((lattice.num_points, 16), dtype=np.float32)
-    splat = cpu_step._splat_kernel(tables.corners, 2)
+    splat = cpu_kernels.splat_kernel(tables.corners, 2)
     outs = []
     for parts in (1, 3):
         out = np.full((tables.num_vertices, 16), np.nan, np.float32)
-        with cpu_step._compiling():
+        with cpu_kernels.compiling():
             splat(tables.index, tables.coef, x, out, parts)
         outs.append(out)
     s = lattice.structure.splat_matrix

@@ -61,7 +61,7 @@ def test_a_lattice_structure_counts_every_field_and_shared_storage_once():
                 parts = (t.crow_indices(), t.col_indices(), t.values()) if t.layout == torch.sparse_csr else (t,)
                 for p in parts:
                     storages[p.untyped_storage().data_ptr()] = p.untyped_storage().nbytes()
-    assert len(storages) > 20  # slice, splat, d+1 blurs, neighbours, ...
+    assert len(storages) >= 8  # slice and splat (3 each), neighbours, the batch counts, …
     assert tensor_nbytes(s) == sum(storages.values())
 
 
