@@ -35,7 +35,16 @@ import numpy as np
 from lab.crf.cpu_lanes import FASTMATH
 from lab.lattice.numba_kernels import numba
 
-__all__ = ["SMALL_GROUPS", "available", "compiling", "csr_rows", "potts_kernel", "splat_kernel", "update_kernel"]
+__all__ = [
+    "SMALL_GROUPS",
+    "available",
+    "compiling",
+    "csr_rows",
+    "potts_kernel",
+    "softmax_rows",
+    "splat_kernel",
+    "update_kernel",
+]
 
 ROWS_PER_TASK = 256  # pixels (or vertices) per parallel task; results do not depend on it
 
@@ -96,6 +105,31 @@ if numba is not None:
                     for j in range(crow[r], crow[r + 1]):
                         acc = fma8(acc, val[j], xf, _U(col[j]) * w + og)
                     store8(of, _U(r) * w + og, acc)
+
+    @njit(parallel=True, fastmath=FASTMATH, cache=True, boundscheck=False)
+    def softmax_rows(x, mask, out):
+        """out[i] = mask ⊙ softmax(x[i]) for every row (padded labels: x = −10³⁰, mask 0): Q ← softmax(U)."""
+        n, width = x.shape
+        groups = width // 8
+        xf, of = x.ravel(), out.ravel()
+        w = _U(width)
+        for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+            for i in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
+                row = _U(i) * w
+                top8 = load8(xf, row)
+                for g in range(1, groups):
+                    top8 = vmax8(top8, load8(xf, row + _U(8 * g)))
+                top = max8(top8)
+                s8 = (_F(0), _F(0), _F(0), _F(0), _F(0), _F(0), _F(0), _F(0))
+                for g in range(groups):
+                    og = _U(8 * g)
+                    e = softmax_term8(load8(xf, row + og), top, load8(mask, og))
+                    store8(of, row + og, e)
+                    s8 = add8(s8, e)
+                r = _F(1) / sum8(s8)
+                for g in range(groups):
+                    og = _U(8 * g)
+                    store8(of, row + og, scale8(load8(of, row + og), r))
 
 
 @functools.cache

@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from lab.crf.cpu_kernels import SMALL_GROUPS, available, compiling, csr_rows, potts_kernel, splat_kernel, update_kernel
+from lab.crf.cpu_kernels import (
+    SMALL_GROUPS,
+    available,
+    compiling,
+    csr_rows,
+    potts_kernel,
+    softmax_rows,
+    splat_kernel,
+    update_kernel,
+)
 from lab.crf.cpu_lanes import LANES
 from lab.lattice.multi import filter_scales
 from lab.lattice.numba_kernels import _LOCK, numba
@@ -94,7 +103,7 @@ class CPUMeanField:
         >>> kernels = CRFKernels(torch.rand(1, 3, 8, 8) * 255, CRFParams())
         >>> u = torch.randn(64, 3)
         >>> step = CPUMeanField(kernels.lattices, "symmetric", torch.ones(2, 3), "potts")
-        >>> logits, q = step.run(u, torch.softmax(u, 1), 2)
+        >>> logits, q = step.run(u, 2)
         >>> q.shape, bool(torch.allclose(q.sum(1), torch.ones(64)))
         (torch.Size([64, 3]), True)
     """
@@ -133,43 +142,46 @@ class CPUMeanField:
             mu_t = torch.nn.functional.pad(compat.detach().float().T.contiguous(), (0, pad))
             self.mu_t = np.ascontiguousarray(mu_t.numpy())
 
-    def _padded(self, x: torch.Tensor, fill: float) -> np.ndarray:
-        out = np.empty((self.num_points, self.width), np.float32)
-        out[:, : self.num_labels] = x.detach().float().numpy()
+    def _padded(self, x: torch.Tensor, fill: float) -> torch.Tensor:
+        """(M, width) float32: ``x`` (M, L, any strides) in the first L columns, ``fill`` in the others."""
+        out = torch.empty(self.num_points, self.width)
+        out[:, : self.num_labels].copy_(x.detach())
         out[:, self.num_labels :] = fill
         return out
 
     def run(
-        self, unary: torch.Tensor, q: torch.Tensor, iterations: int, history: list[torch.Tensor] | None = None
+        self, unary: torch.Tensor, iterations: int, history: list[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """T iterations from Q.
+        """Algorithm 1 from Q ← softmax(U): T iterations.
 
         Args:
-            unary: (M, L) U in point layout.
-            q: (M, L) the starting Q (softmax(U) for Algorithm 1).
+            unary: (M, L) U in point layout (any strides: it is copied once, into the padded rows).
             iterations: T ≥ 1.
-            history: where each iteration's Q (M, L) is appended, or None.
+            history: where Q_0 … Q_T, each (M, L), are appended, or None.
 
         Returns:
-            (logits U − Q̂, Q) of the last iteration, each (M, L) float32.
+            (logits U − Q̂, Q) of the last iteration, each (M, L) float32: views of the padded rows.
         """
         shape = (self.num_points, self.num_labels)
-        if tuple(unary.shape) != shape or tuple(q.shape) != shape:
-            raise ValueError(f"unary, q: expected {shape}, got {tuple(unary.shape)} and {tuple(q.shape)}")
-        u = self._padded(unary, _PAD_UNARY)
-        qp = self._padded(q, 0.0)
-        logits = np.empty_like(u)
-        vertex = [
-            (np.empty((t.num_vertices, self.width), np.float32), np.empty((t.num_vertices, self.width), np.float32))
-            for t in self.tables
-        ]
+        if tuple(unary.shape) != shape:
+            raise ValueError(f"unary: expected {shape}, got {tuple(unary.shape)}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations: expected an int ≥ 1, got {iterations!r}")
+        u_t = self._padded(unary, _PAD_UNARY)
+        q_t, logits_t = torch.empty_like(u_t), torch.empty_like(u_t)
+        u, qp, logits = u_t.numpy(), q_t.numpy(), logits_t.numpy()
+        vertex = [tuple(np.empty((t.num_vertices, self.width), np.float32) for _ in range(2)) for t in self.tables]
         a, b = self.tables
         groups = self.width // LANES
+        cut = slice(0, self.num_labels)
         with _LOCK, compiling():
             small = self.potts and groups <= SMALL_GROUPS
             update = (potts_kernel if small else update_kernel)(a.corners, b.corners, groups)
             splats = [splat_kernel(t.corners, groups) for t in self.tables]
             parts = numba.get_num_threads()
+            softmax_rows(u, self.mask, qp)  # Q ← softmax(U)
+            if history is not None:
+                history.append(q_t[:, cut].clone())
             for it in range(iterations):
                 blurred = []
                 for t, splat, (y, spare) in zip(self.tables, splats, vertex, strict=True):
@@ -189,12 +201,8 @@ class CPUMeanField:
                 else:
                     update(*operands, self.mu_t, self.potts, qp, logits if last or not self.potts else qp)
                 if history is not None:
-                    history.append(torch.from_numpy(qp[:, : self.num_labels].copy()))
-        cut = slice(0, self.num_labels)
-        return (
-            torch.from_numpy(np.ascontiguousarray(logits[:, cut])),
-            torch.from_numpy(np.ascontiguousarray(qp[:, cut])),
-        )
+                    history.append(q_t[:, cut].clone())
+        return logits_t[:, cut], q_t[:, cut]
 
 
 def warm_up(label_counts: Sequence[int] = (2, 21)) -> None:
@@ -209,4 +217,4 @@ def warm_up(label_counts: Sequence[int] = (2, 21)) -> None:
     kernels = CRFKernels(torch.rand(1, 3, 8, 8) * 255, CRFParams())
     for num_labels in label_counts:
         u = torch.randn(kernels.num_points, num_labels)
-        CPUMeanField(kernels.lattices, "symmetric", torch.ones(2, num_labels), "potts").run(u, torch.softmax(u, 1), 1)
+        CPUMeanField(kernels.lattices, "symmetric", torch.ones(2, num_labels), "potts").run(u, 1)

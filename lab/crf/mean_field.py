@@ -27,7 +27,15 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from lab._checks import check_choice, check_finite, check_int, check_shape, check_tensor, data_checks_enabled
+from lab._checks import (
+    all_finite,
+    check_choice,
+    check_finite,
+    check_int,
+    check_shape,
+    check_tensor,
+    data_checks_enabled,
+)
 from lab.crf.kernels import CRFKernels, check_image
 from lab.crf.params import CRFParams
 from lab.crf.steps import (
@@ -232,7 +240,7 @@ def _check_kernels(kernels: CRFKernels, unary: torch.Tensor, params: CRFParams, 
 
 def _check_result(q: torch.Tensor, params: CRFParams, unary: torch.Tensor) -> None:
     """Q must be finite: an error naming the parameters, never a NaN result."""
-    if not data_checks_enabled() or bool(torch.isfinite(q.detach()).all()):
+    if not data_checks_enabled() or all_finite(q):
         return
     mu = "potts" if params.is_potts else f"|µ| ≤ {float(params.compat.detach().abs().max()):.3g}"
     w = {name: getattr(params, name) for name in ("w_bilateral", "w_spatial")}
@@ -315,46 +323,46 @@ def mean_field(
     weights = params.weights(num_labels, dtype=dtype, device=unary.device)  # (K, L) w(m)_l
     compat = "potts" if params.is_potts else params.compat_matrix(num_labels).to(dtype)  # µ
 
-    u = kernels.to_points(unary.to(dtype)).contiguous()  # (M, L) U, channels-last: every step reads rows
-    q = initialization(u)  # Q ← softmax(U)
-    logits = u
-    history = [q] if keep is not None else None
-    steps: list[MeanFieldStep] | None = [] if keep == "steps" else None
     needs_grad = torch.is_grad_enabled() and (
         unary.requires_grad
         or weights.requires_grad
         or (isinstance(compat, torch.Tensor) and compat.requires_grad)
         or kernels.requires_grad
     )
-    # inference only (no graph, nothing but Q kept): the lattice's fused operator where the weights allow it,
-    # and Potts' constant term skipped in all but the last iteration
+    # inference only (no graph, nothing but Q kept): a compiled iteration, or the lattice's fused operator where
+    # the weights allow it, and Potts' constant term skipped in all but the last iteration
     inference = keep != "steps" and not needs_grad and kernels.message_passing == "lattice"
     fused = inference and _can_fuse(kernels, params.scalar_weights, needs_grad)
-    if iterations > 0 and inference and kernels.backend == "triton" and dtype == torch.float32:
-        logits, q = _triton_iterations(u, q, kernels, params, weights, compat, iterations, history)
-    elif iterations > 0 and inference and _cpu_fused(kernels, dtype):
+    steps: list[MeanFieldStep] | None = [] if keep == "steps" else None
+    if iterations > 0 and inference and kernels.backend != "triton" and _cpu_fused(kernels, dtype):
         from lab.crf.cpu_step import CPUMeanField
 
-        logits, q = CPUMeanField(kernels.lattices, kernels.normalize, weights, compat).run(u, q, iterations, history)
-    elif iterations > 0:
-        weighted_messages = _weighted_messages(kernels, weights, fused)
-        view = kernels.to_image
-        for t in range(iterations):
-            if checkpoint and needs_grad and steps is None:
-                logits, q = _checkpoint(_update, q, u, weighted_messages, compat, use_reentrant=False)
-            else:
-                logits_needed = not inference or t == iterations - 1
-                logits, q, messages, weighted, transformed = iteration(
-                    q, u, weighted_messages, compat, logits_needed=logits_needed
-                )
-                if steps is not None:
-                    steps.append(
-                        MeanFieldStep(
-                            tuple(view(m) for m in messages), view(weighted), view(transformed), view(logits), view(q)
-                        )
+        history = [] if keep is not None else None  # Q_0 … Q_T, from the compiled passes
+        step = CPUMeanField(kernels.lattices, kernels.normalize, weights, compat)
+        logits, q = step.run(kernels.to_points(unary.to(dtype)), iterations, history)
+    else:
+        u = kernels.to_points(unary.to(dtype)).contiguous()  # (M, L) U, channels-last: every step reads rows
+        q = initialization(u)  # Q ← softmax(U)
+        logits = u
+        history = [q] if keep is not None else None
+        if iterations > 0 and inference and kernels.backend == "triton" and dtype == torch.float32:
+            logits, q = _triton_iterations(u, q, kernels, params, weights, compat, iterations, history)
+        elif iterations > 0:
+            weighted_messages = _weighted_messages(kernels, weights, fused)
+            view = kernels.to_image
+            for t in range(iterations):
+                if checkpoint and needs_grad and steps is None:
+                    logits, q = _checkpoint(_update, q, u, weighted_messages, compat, use_reentrant=False)
+                else:
+                    logits_needed = not inference or t == iterations - 1
+                    logits, q, messages, weighted, transformed = iteration(
+                        q, u, weighted_messages, compat, logits_needed=logits_needed
                     )
-            if history is not None:
-                history.append(q)
+                    if steps is not None:
+                        kept = (view(weighted), view(transformed), view(logits), view(q))
+                        steps.append(MeanFieldStep(tuple(view(m) for m in messages), *kept))
+                if history is not None:
+                    history.append(q)
 
     _check_result(q, params, unary)
     to_image = kernels.to_image
