@@ -19,6 +19,7 @@ assembles its operands, before any kernel reads them.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,9 @@ from lab.crf.cpu_kernels import (
     update_kernel,
 )
 from lab.crf.cpu_lanes import LANES
-from lab.lattice.multi import filter_scales
+from lab.lattice.normalize import scales
 from lab.lattice.numba_kernels import _LOCK, numba
+from lab.lattice.sparse import pair_products
 
 if TYPE_CHECKING:
     from lab.lattice.lattice import PermutohedralLattice
@@ -48,25 +50,50 @@ _PAD_UNARY = -1.0e30  # U of a padded label: never the max, exp → 0
 
 
 class _Tables:
-    """One lattice's operands, checked: its corners and splat coefficients, paired blurs (CSR), post-scale."""
+    """One lattice's operands, checked: corners, splat coefficients, paired blurs (CSR), the post-scale.
+
+    The normaliser K·1 is computed here too (splat of ones by ``np.bincount``, the paired blurs, the slice),
+    so the lattice's PyTorch operators are never built on this path.
+    """
 
     def __init__(self, lattice: PermutohedralLattice, normalize: str) -> None:
         s = lattice.structure
-        pre, post = filter_scales(lattice, normalize, torch.float32)
         v, m = s.num_vertices, s.num_points
         self.index = np.ascontiguousarray(s.vertex_index.numpy(), np.int32)  # (M, d+1)
         if self.index.shape != (m, s.d + 1) or self.index.min(initial=0) < 0 or self.index.max(initial=0) >= v:
             raise ValueError(f"lattice: vertex_index must be ({m}, {s.d + 1}) vertices in 0..{v - 1}")
-        bary = s.barycentric.float()
-        self.bary = np.ascontiguousarray(bary.numpy())  # (M, d+1): slice weights
-        self.coef = np.ascontiguousarray((pre * bary).numpy())  # (M, d+1): splat weights, pre-scale folded in
-        self.post = np.ascontiguousarray(post[:, 0].numpy(), np.float32)  # (M,)
+        self.bary = np.ascontiguousarray(s.barycentric.numpy(), np.float32)  # (M, d+1): slice weights
         self.blurs = [
             _csr_arrays(b.crow_indices(), b.col_indices(), b.values(), v, v, "blur")
-            for b in lattice.paired_blurs(torch.float32)
+            for b in pair_products(list(s.blur_neighbours), torch.float32)
         ]
         self.corners = s.d + 1
         self.num_vertices = v
+        pre, post = scales(torch.from_numpy(self._kernel_of_ones())[:, None], normalize, s.kernel_scale)
+        self.coef = np.ascontiguousarray((pre * torch.from_numpy(self.bary)).numpy())  # splat weights, pre folded in
+        self.post = np.ascontiguousarray(post[:, 0].numpy(), np.float32)  # (M,)
+
+    def _kernel_of_ones(self) -> np.ndarray:
+        """K·1 per point, (M,) float32: splat, blur and slice of ones."""
+        y = np.zeros((self.num_vertices, LANES), np.float32)
+        y[:, 0] = np.bincount(self.index.ravel(), weights=self.bary.ravel(), minlength=self.num_vertices)
+        spare = np.empty_like(y)
+        with _LOCK, compiling():
+            for pair in self.blurs:
+                csr_rows(*pair, y, spare)
+                y, spare = spare, y
+        return (self.bary * y[self.index, 0]).sum(1, dtype=np.float32)
+
+
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # lattice → {normalize: _Tables}
+
+
+def _tables(lattice: PermutohedralLattice, normalize: str) -> _Tables:
+    """The lattice's operands, made once per lattice and normalisation (the spatial lattice is reused across calls)."""
+    per_lattice = _TABLES.setdefault(lattice, {})
+    if normalize not in per_lattice:
+        per_lattice[normalize] = _Tables(lattice, normalize)
+    return per_lattice[normalize]
 
 
 def _csr_arrays(crow, col, val, rows: int, cols: int, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -127,7 +154,7 @@ class CPUMeanField:
             raise ValueError(f"weights: expected (2, L), got {tuple(weights.shape)}")
         self.num_labels = num_labels
         self.width = -(-num_labels // LANES) * LANES
-        self.tables = [_Tables(lat, normalize) for lat in lattices]
+        self.tables = [_tables(lat, normalize) for lat in lattices]
         pad = self.width - num_labels
         w = torch.nn.functional.pad(weights.detach().float(), (0, pad))
         self.weights = [np.ascontiguousarray(w[k].numpy()) for k in range(2)]

@@ -176,14 +176,14 @@ def test_bad_operands_are_refused_before_a_kernel_runs():
     u = kernels.to_points(unary)
     with pytest.raises(ValueError, match=r"unary: expected"):
         step.run(u[:, :3], 1)
-    broken = lattices[0]
+    broken = CRFKernels(image, CRFParams()).lattices[0]  # a lattice no operands were made for yet
     s = broken.structure
     index = s.vertex_index.clone()
     index[0, 0] = s.num_vertices  # one past the last vertex
     object.__setattr__(broken, "structure", dataclasses.replace(s, vertex_index=index))
     try:
         with pytest.raises(ValueError, match="vertex_index must be"):
-            cpu_step.CPUMeanField(lattices, "after", weights, "potts")
+            cpu_step.CPUMeanField([broken, lattices[1]], "after", weights, "potts")
     finally:
         object.__setattr__(broken, "structure", s)
     crow = torch.tensor([0, 2, 1])
