@@ -40,6 +40,7 @@ __all__ = [
     "available",
     "compiling",
     "csr_rows",
+    "kernel_of_ones",
     "potts_kernel",
     "softmax_rows",
     "splat_kernel",
@@ -105,6 +106,35 @@ if numba is not None:
                     for j in range(crow[r], crow[r + 1]):
                         acc = fma8(acc, val[j], xf, _U(col[j]) * w + og)
                     store8(of, _U(r) * w + og, acc)
+
+    @njit(parallel=True, cache=True, boundscheck=False)
+    def kernel_of_ones(index, bary, num_vertices, blurs_crow, blurs_col, blurs_val):
+        """K·1 per point (float32): splat ones (Σ of each vertex's weights, points in order), blur, slice.
+
+        The splat is sequential (a vertex's sum in point order, whatever the thread count); the paired blurs
+        are given as one list of CSR matrices laid end to end (``blurs_crow`` holds each one's V + 1 pointers).
+        """
+        n, corners = index.shape
+        y = np.zeros(num_vertices, np.float32)
+        for i in range(n):
+            for k in range(corners):
+                y[index[i, k]] += bary[i, k]
+        spare = np.empty_like(y)
+        for p in range(blurs_crow.shape[0] // (num_vertices + 1)):
+            crow = blurs_crow[p * (num_vertices + 1) : (p + 1) * (num_vertices + 1)]
+            for r in prange(num_vertices):
+                acc = np.float32(0)
+                for j in range(crow[r], crow[r + 1]):
+                    acc += blurs_val[j] * y[blurs_col[j]]
+                spare[r] = acc
+            y, spare = spare, y
+        out = np.empty(n, np.float32)
+        for i in prange(n):
+            acc = np.float32(0)
+            for k in range(corners):
+                acc += bary[i, k] * y[index[i, k]]
+            out[i] = acc
+        return out
 
     @njit(parallel=True, fastmath=FASTMATH, cache=True, boundscheck=False)
     def softmax_rows(x, mask, out):

@@ -31,6 +31,7 @@ from lab.crf.cpu_kernels import (
     available,
     compiling,
     csr_rows,
+    kernel_of_ones,
     potts_kernel,
     softmax_rows,
     splat_kernel,
@@ -75,14 +76,14 @@ class _Tables:
 
     def _kernel_of_ones(self) -> np.ndarray:
         """K·1 per point, (M,) float32: splat, blur and slice of ones."""
-        y = np.zeros((self.num_vertices, LANES), np.float32)
-        y[:, 0] = np.bincount(self.index.ravel(), weights=self.bary.ravel(), minlength=self.num_vertices)
-        spare = np.empty_like(y)
+        crow = np.concatenate([c for c, _, _ in self.blurs]) if self.blurs else np.zeros(0, np.int64)
+        col = np.concatenate([c for _, c, _ in self.blurs]) if self.blurs else np.zeros(0, np.int32)
+        val = np.concatenate([v for _, _, v in self.blurs]) if self.blurs else np.zeros(0, np.float32)
+        # each matrix's pointers start at 0: shift them by the entries of the matrices before it
+        offsets = np.cumsum([0] + [c.shape[0] for _, c, _ in self.blurs[:-1]])
+        crow = crow + np.repeat(offsets, self.num_vertices + 1) if self.blurs else crow
         with _LOCK, compiling():
-            for pair in self.blurs:
-                csr_rows(*pair, y, spare)
-                y, spare = spare, y
-        return (self.bary * y[self.index, 0]).sum(1, dtype=np.float32)
+            return kernel_of_ones(self.index, self.bary, self.num_vertices, crow, col, val)
 
 
 _TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # lattice → {normalize: _Tables}
