@@ -51,3 +51,14 @@ def small_problem(height: int = 10, width: int = 12, num_labels: int = 3, seed: 
     """(unary (1, L, H, W) float64, image (1, 3, H, W) uint8): a crop of chelsea."""
     img = photo("chelsea", slice(100, 100 + height), slice(150, 150 + width))
     return synthetic_unary(num_labels, height, width, seed=seed, dtype=torch.float64), image_tensor(img)
+
+
+def cli_main(capsys, *argv):
+    """``crf-lab`` (``lab.cli.main(argv)``) in this process: (exit code, stderr)."""
+    from lab.cli import main
+
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse and usage errors
+        rc = exc.code
+    return rc, capsys.readouterr().err

@@ -82,6 +82,7 @@ if numba is not None:
         max8,
         potts_logits8,
         scale8,
+        softmax_row,
         softmax_term8,
         store8,
         sum8,
@@ -149,17 +150,7 @@ if numba is not None:
                 top8 = load8(xf, row)
                 for g in range(1, groups):
                     top8 = vmax8(top8, load8(xf, row + _U(8 * g)))
-                top = max8(top8)
-                s8 = (_F(0), _F(0), _F(0), _F(0), _F(0), _F(0), _F(0), _F(0))
-                for g in range(groups):
-                    og = _U(8 * g)
-                    e = softmax_term8(load8(xf, row + og), top, load8(mask, og))
-                    store8(of, row + og, e)
-                    s8 = add8(s8, e)
-                r = _F(1) / sum8(s8)
-                for g in range(groups):
-                    og = _U(8 * g)
-                    store8(of, row + og, scale8(load8(of, row + og), r))
+                softmax_row(xf, of, row, groups, mask, max8(top8))
 
 
 @functools.cache
@@ -214,17 +205,7 @@ def update_kernel(corners_a: int, corners_b: int, groups: int):
                             x = fma8(x, -qf[row + _U(lp)], mtf, _U(lp) * w + og)
                     store8(lf, row + og, x)
                     top8 = vmax8(top8, x)
-                top = max8(top8)
-                s8 = (_F(0), _F(0), _F(0), _F(0), _F(0), _F(0), _F(0), _F(0))
-                for g in range(groups):  # Q = softmax(logits); padded labels masked to 0
-                    og = _U(8 * g)
-                    e = softmax_term8(load8(lf, row + og), top, load8(mask, og))
-                    store8(qf, row + og, e)
-                    s8 = add8(s8, e)
-                r = _F(1) / sum8(s8)
-                for g in range(groups):
-                    og = _U(8 * g)
-                    store8(qf, row + og, scale8(load8(qf, row + og), r))
+                softmax_row(lf, qf, row, groups, mask, max8(top8))  # Q = softmax(logits); padded labels 0
 
     return pixel_update
 

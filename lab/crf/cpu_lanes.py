@@ -131,3 +131,17 @@ if numba is not None:
     @njit(inline="always", fastmath=FASTMATH)
     def scale8(v, c):
         return (v[0] * c, v[1] * c, v[2] * c, v[3] * c, v[4] * c, v[5] * c, v[6] * c, v[7] * c)
+
+    @njit(inline="always", fastmath=FASTMATH)
+    def softmax_row(src, dst, row, groups, mask, top):
+        """dst[row : row + 8·groups] = mask ⊙ softmax(src's row), given the row's maximum ``top``."""
+        s8 = (_F(0), _F(0), _F(0), _F(0), _F(0), _F(0), _F(0), _F(0))
+        for g in range(groups):
+            og = _U(8 * g)
+            e = softmax_term8(load8(src, row + og), top, load8(mask, og))
+            store8(dst, row + og, e)
+            s8 = add8(s8, e)
+        r = _F(1) / sum8(s8)
+        for g in range(groups):
+            og = _U(8 * g)
+            store8(dst, row + og, scale8(load8(dst, row + og), r))

@@ -19,7 +19,6 @@ assembles its operands, before any kernel reads them.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -86,12 +85,13 @@ class _Tables:
             return kernel_of_ones(self.index, self.bary, self.num_vertices, crow, col, val)
 
 
-_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # lattice → {normalize: _Tables}
-
-
 def _tables(lattice: PermutohedralLattice, normalize: str) -> _Tables:
-    """The lattice's operands, made once per lattice and normalisation (the spatial lattice is reused across calls)."""
-    per_lattice = _TABLES.setdefault(lattice, {})
+    """The lattice's operands, made once per lattice and normalisation and kept on it (as its sparse operators are).
+
+    Kept as an attribute, so the cached spatial lattice reuses them across calls, they go with the lattice,
+    and :func:`lab.explore.memory.tensor_nbytes` counts them with it.
+    """
+    per_lattice = lattice.__dict__.setdefault("_cpu_tables", {})
     if normalize not in per_lattice:
         per_lattice[normalize] = _Tables(lattice, normalize)
     return per_lattice[normalize]

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from inputs import synthetic_photo
+from inputs import cli_main, synthetic_photo
 from PIL import Image
 
-from lab.cli import EXACT_MAX_PIXELS, batch, main, writing
+from lab.cli import EXACT_MAX_PIXELS, batch, writing
 
 ITER = ["--iterations", "1"]
 
@@ -31,13 +31,7 @@ def save_photos(folder: Path, names, h=24, w=30):
     return folder
 
 
-def run(capsys, *argv):
-    """``main(argv)`` in this process: (exit code, stderr)."""
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse and usage errors
-        rc = exc.code
-    return rc, capsys.readouterr().err
+run = cli_main  # (exit code, stderr) of crf-lab in this process
 
 
 def listing(folder: Path) -> list[str]:

@@ -2,22 +2,16 @@
 
 import numpy as np
 import pytest
-from inputs import synthetic_photo
+from inputs import cli_main, synthetic_photo
 from PIL import Image
 
-from lab.cli import main
 from lab.cli.batch import REPORT_PIXELS, unary_summary
 
 H, W = 40, 50
 FAST = ("--iterations", "1")
 
 
-def run(capsys, *argv):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # parser.error: usage errors
-        rc = exc.code
-    return rc, capsys.readouterr().err
+run = cli_main  # (exit code, stderr) of crf-lab in this process
 
 
 def image_lines(err, name):

@@ -4,9 +4,9 @@ import sys
 
 import numpy as np
 import pytest
+from inputs import cli_main
 from PIL import Image
 
-from lab.cli import main
 from lab.cli.args import build_parser
 from lab.cli.batch import class_summary
 from lab.data import sample_images
@@ -17,12 +17,7 @@ needs_mediapipe = pytest.mark.skipif(not AVAILABLE, reason=f"VOC segmenter unava
 FAST = ("--iterations", "2", "--max-side", "120")  # chelsea at 120 × 80: about a second on 2 cores
 
 
-def run(capsys, *argv):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # parser.error: usage errors
-        rc = exc.code
-    return rc, capsys.readouterr().err
+run = cli_main  # (exit code, stderr) of crf-lab in this process
 
 
 @pytest.fixture
