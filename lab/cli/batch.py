@@ -152,6 +152,21 @@ def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, v
     return image, labels, q, notes, checked
 
 
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Raise the :class:`Interrupted` behind ``exc``, if any.
+
+    A signal that arrives inside a compiled (Numba) call surfaces as a SystemError whose cause or context is
+    the Interrupted that the handler raised: that is a stop, not a failed image.
+    """
+    seen = exc
+    for _ in range(8):  # a short chain; guards against a cycle
+        seen = seen.__cause__ or seen.__context__
+        if seen is None:
+            return
+        if isinstance(seen, Interrupted):
+            raise seen
+
+
 def _failure_text(exc: BaseException, path: Path) -> str:
     if isinstance(exc, MemoryError):
         text = f"out of memory{f' ({exc})' if str(exc) else ''}; try --max-side"
@@ -218,6 +233,7 @@ def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitSt
             except StopBatch:  # the disk is full: no later image can be written either
                 raise
             except Exception as exc:  # a bad file, or one this machine cannot process: report, go on
+                _reraise_interrupt(exc)
                 failures += 1
                 print(f"{prefix}: FAILED: {_failure_text(exc, path)}", file=sys.stderr)
                 continue

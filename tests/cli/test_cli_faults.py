@@ -508,3 +508,21 @@ def test_an_unexpected_error_is_reported_per_file(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(batch, "_refine_one", flaky)
     rc, err = run(capsys, "refine", d, "--out", tmp_path / "out", *ITER)
     assert rc == 1 and "a.png: FAILED: KeyError: 'surprise'" in err and "b.png: ok" in err
+
+
+def test_a_signal_inside_a_compiled_call_stops_the_batch(tmp_path, capsys, monkeypatch):
+    """A signal inside a Numba call surfaces as SystemError caused by Interrupted: a stop (130), not a failure."""
+    from lab.cli.signals import Interrupted
+
+    src = save_photos(tmp_path / "in", ["a.png", "b.png"])
+
+    def interrupted_inside(*args, **kwargs):
+        try:
+            raise Interrupted(2)
+        except Interrupted as exc:
+            raise SystemError("CPUDispatcher(<function finish>) returned a result with an exception set") from exc
+
+    monkeypatch.setattr(batch, "_refine_one", interrupted_inside)
+    rc, err = run(capsys, "refine", src, "--out", tmp_path / "out", *ITER)
+    assert rc == 130, err
+    assert "FAILED" not in err
