@@ -26,11 +26,13 @@ __all__ = [
     "CRFRNN",
     "CRFKernels",
     "CRFParams",
+    "FitResult",
     "MeanFieldTrace",
     "PermutohedralLattice",
     "bilateral_features",
     "data_checks",
     "exact_gaussian_filter",
+    "fit_crf",
     "gaussian_filter",
     "load_trained_crf",
     "mean_field",
@@ -40,3 +42,14 @@ __all__ = [
     "unary_from_softmax",
 ]
 __version__ = "0.1.0"
+
+_LAZY = {"fit_crf": "lab.fit", "FitResult": "lab.fit"}  # imported on first use: ``import lab`` stays light
+
+
+def __getattr__(name: str):
+    """``lab.fit_crf`` and ``lab.FitResult``, imported from :mod:`lab.fit` when first asked for."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lab' has no attribute {name!r}")

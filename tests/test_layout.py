@@ -28,6 +28,7 @@ LAYERS = {
     "viz": 3,
     "train": 4,
     "explore": 5,
+    "fit": 5,
     "cli": 6,
     "demo": 6,
     "__main__": 6,
