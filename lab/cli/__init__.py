@@ -1,4 +1,4 @@
-"""The batch command line: ``crf-lab refine`` (also ``python -m lab refine`` and ``python -m lab.cli refine``).
+"""The command line: ``crf-lab refine`` and ``crf-lab fit`` (also ``python -m lab …`` and ``python -m lab.cli …``).
 
 Refines one image, a folder or a glob of images with mean-field inference and writes label maps, optionally
 Q and an overlay, into an output folder; ``crf-lab refine --help`` (:data:`lab.cli.args.DESCRIPTION`) says
@@ -6,7 +6,9 @@ what a user sees. :func:`main` is the entry point. The modules, in the order a r
 down the list, never up): :mod:`~lab.cli.args` (the parser, the option checks, :class:`UsageError`),
 :mod:`~lab.cli.params` (the CRF parameters), :mod:`~lab.cli.signals` (SIGINT / SIGTERM),
 :mod:`~lab.cli.writing` (all-or-nothing writes), :mod:`~lab.cli.plan` (inputs and output names) and
-:mod:`~lab.cli.batch` (the refine loop).
+:mod:`~lab.cli.batch` (the refine loop). ``crf-lab fit`` learns the parameters from labelled images and
+writes the JSON ``refine --params`` reads: :mod:`~lab.cli.fit_data` (matching and reading) and
+:mod:`~lab.cli.fit` (the command).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "fit":
+            from lab.cli.fit import fit
+
+            return fit(args)
         return refine(args)
     except UsageError as exc:
         parser.error(str(exc))  # exits with code 2 and the usage line

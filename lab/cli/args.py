@@ -1,9 +1,10 @@
 """The command line's options: the argparse parser and the checks of every value before any image is read.
 
-:func:`build_parser` builds ``crf-lab`` with its one subcommand, ``refine`` (its ``--help`` text is
-:data:`DESCRIPTION`); :func:`check_options` refuses a bad value with a :class:`UsageError` naming the option
-and what it expects (exit code 2). The CRF parameters (``--params`` and the θ / weight flags) are read by
-:mod:`lab.cli.params`.
+:func:`build_parser` builds ``crf-lab`` with its subcommands ``refine`` (its ``--help`` text is
+:data:`DESCRIPTION`) and ``fit`` (:func:`add_fit_parser`, :data:`FIT_DESCRIPTION`; its values are checked by
+:func:`lab.cli.fit.check_fit_options`); :func:`check_options` refuses a bad value with a :class:`UsageError`
+naming the option and what it expects (exit code 2). The CRF parameters (``--params`` and the θ / weight flags)
+are read by :mod:`lab.cli.params`.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """``crf-lab`` and its ``refine`` subcommand, with every option's help."""
+    """``crf-lab`` and its ``refine`` and ``fit`` subcommands, with every option's help."""
     from lab.data.photos import DEFAULT_MAX_PIXELS
 
     parser = argparse.ArgumentParser(prog="crf-lab", description="CRF-RNN Lab command line.")
@@ -193,4 +194,70 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip images whose outputs (all that this run would write) exist: resumes an interrupted batch",
     )
+    add_fit_parser(sub)
     return parser
+
+
+# what ``crf-lab fit --help`` prints above the options
+FIT_DESCRIPTION = """Learn the CRF's parameters (θ, kernel weights, µ) from labelled images (lab.fit_crf).
+
+Images in --images are matched by name to label maps NAME.png in --labels: a paletted PNG's pixel indices
+(PASCAL VOC's SegmentationClass) or a grayscale PNG's values are the class ids, 255 = ignore; RGB colour
+PNGs are refused. The unary is fixed: --prob-dir NAME.npy/.npz maps (the image's size) or the bundled VOC
+network (--unary voc). Held-out images (--val-fraction, or --val-images/--val-labels) decide early stopping
+and the mIoU before -> after. The result is the JSON that `crf-lab refine --params` and the app read,
+written only at the end, atomically; an existing --out is replaced only with --force. Mismatched names,
+sizes or label values are refused (exit 2) before fitting, naming the file. See docs/fit.md.
+
+Example:
+    crf-lab fit --images imgs/ --labels labels/ --prob-dir probs/ --out params.json
+    crf-lab fit --images imgs/ --labels labels/ --unary voc --val-fraction 0.25 --out params.json
+    crf-lab refine imgs/ --prob-dir probs/ --params params.json --out refined/
+"""
+
+
+def add_fit_parser(sub) -> None:
+    """The ``fit`` subcommand's options (run by :func:`lab.cli.fit.fit`)."""
+    from lab.data.photos import DEFAULT_MAX_PIXELS
+
+    f = sub.add_parser(
+        "fit",
+        help="learn the CRF's parameters from labelled images",
+        description=FIT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    f.add_argument("--images", required=True, help="folder of images")
+    f.add_argument("--labels", required=True, help="folder of label maps NAME.png (class ids, 255 = ignore)")
+    f.add_argument("--out", required=True, help="the parameters JSON to write (refused if it exists, see --force)")
+    f.add_argument("--force", action="store_true", help="replace an existing --out")
+    src = f.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prob-dir", dest="prob_dir", help="folder of NAME.npy/.npz probability or score maps")
+    src.add_argument("--unary", choices=("voc",), help="voc: the bundled 21-class VOC network (mediapipe extra)")
+    f.add_argument("--unary-temperature", dest="unary_temperature", type=float, help="--unary voc: T > 0 (1.0)")
+    f.add_argument("--params", help="start from this parameters JSON (default: the CRFParams defaults)")
+    f.add_argument("--iterations", type=int, help="mean-field iterations T, >= 1 (the --params file's, else 5)")
+    f.add_argument("--steps", type=int, default=100, help="most gradient steps, >= 0 (100)")
+    f.add_argument("--max-seconds", dest="max_seconds", type=float, help="stop after this many seconds")
+    f.add_argument(
+        "--learn", default="weights,compat,bandwidths", help="what moves: a subset of weights,compat,bandwidths (all)"
+    )
+    v = f.add_argument_group("validation (early stopping and the mIoU before -> after)")
+    v.add_argument("--val-fraction", dest="val_fraction", type=float, default=0.0, help="hold out this share (0)")
+    v.add_argument("--monitor", choices=("loss", "miou"), default="loss", help="what early stopping watches (loss)")
+    v.add_argument("--val-images", dest="val_images", help="folder of validation images (their maps in --prob-dir)")
+    v.add_argument("--val-labels", dest="val_labels", help="folder of their label maps")
+    f.add_argument("--seed", type=int, default=0, help="seed of the --val-fraction split (0)")
+    f.add_argument(
+        "--max-side",
+        dest="max_side",
+        type=int,
+        default=0,
+        help="downscale images, labels and maps so the longer side is at most this, >= 8 (0 = keep)",
+    )
+    f.add_argument(
+        "--max-pixels",
+        dest="max_pixels",
+        type=_max_pixels,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS}; 0 or none: no cap)",
+    )
