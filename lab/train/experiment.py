@@ -38,9 +38,9 @@ from lab.train.data import Split
 from lab.train.distributed import Context
 from lab.train.metrics import mean_iou
 from lab.train.models import SegmentationCRFRNN, SymmetricCompat
-from lab.train.stages import GRID, evaluate, grid_search, load_checkpoint, save_checkpoint, train_model
+from lab.train.stages import GRID, evaluate, grid_search, load_checkpoint, save_checkpoint, scores, train_model
 
-__all__ = ["METHODS", "PAPER", "ExperimentConfig", "run_experiment"]
+__all__ = ["METHODS", "PAPER", "ExperimentConfig", "aggregate", "load_data", "run_experiment", "run_seed"]
 
 # method id -> label in the table
 METHODS: dict[str, str] = {
@@ -82,7 +82,9 @@ class ExperimentConfig:
         fcn_lr: step 1's learning rate.
         crf_epochs: epochs of step 3 (and of each trained ablation).
         crf_fcn_lr: the FCN's learning rate in step 3.
-        crf_lr: the CRF parameters' learning rate in step 3.
+        crf_lr: the kernel weights' learning rate in step 3.
+        compat_lr: the compatibility µ's learning rate in step 3 (its own: see ``docs/training.md``; the
+            Potts row keeps µ fixed).
         theta_lr: the learning rate of log θ in the ``crf-rnn-learned-theta`` ablation.
         iterations: T in training, in the grid search and at test.
         test_iterations: T of the ``crf-rnn-t10`` ablation.
@@ -91,6 +93,8 @@ class ExperimentConfig:
         ablation_seeds: how many of ``seeds`` (the first ones) also train the three CRF-RNN variants
             (per-class weights, symmetric µ, Potts µ, learned θ); the T = 10 row and the fine-tuned-FCN control use all.
         examples: test images in the example figure.
+        trimap_radius: half-width in pixels of the band around the true label boundaries in which the
+            trimap accuracy is measured (:func:`lab.train.metrics.trimap_counts`).
     """
 
     image_size: int = 64
@@ -106,6 +110,7 @@ class ExperimentConfig:
     crf_epochs: int = 5
     crf_fcn_lr: float = 3e-4
     crf_lr: float = 0.05
+    compat_lr: float = 0.05
     theta_lr: float = 0.02
     iterations: int = 5
     test_iterations: int = 10
@@ -113,6 +118,7 @@ class ExperimentConfig:
     ablations: bool = True
     ablation_seeds: int = 3
     examples: int = 4
+    trimap_radius: int = 3
 
     @classmethod
     def quick(cls, **changes) -> ExperimentConfig:
@@ -146,7 +152,8 @@ class _Data:
     class_names: tuple[str, ...]
 
 
-def _load_data(cfg: ExperimentConfig, ctx: Context) -> _Data:
+def load_data(cfg: ExperimentConfig, ctx: Context) -> _Data:
+    """The train, val and test splits of ``cfg`` (the same for every seed)."""
     splits = {}
     for name, size in (("train", cfg.train_size), ("val", cfg.val_size), ("test", cfg.test_size)):
         ds = SyntheticShapes(name, size=size, image_size=cfg.image_size, seed=cfg.data_seed)
@@ -171,22 +178,26 @@ def _make_crf(variant: str, params: CRFParams, num_classes: int, iterations: int
     return crf
 
 
-def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in module.parameters() if p.requires_grad]
-
-
 def _miou(model: SegmentationCRFRNN, split: Split, ctx: Context, num_classes: int, iterations=None) -> float:
     return mean_iou(evaluate(model, split, ctx, num_classes, iterations))
 
 
-def _run_seed(cfg: ExperimentConfig, data: _Data, seed: int, ctx: Context, ckpt_dir: Path, resume: bool) -> dict:
-    """Steps 1–3 and the ablations for one seed; returns test mIoUs, histories, µ and example predictions."""
+def run_seed(cfg: ExperimentConfig, data: _Data, seed: int, ctx: Context, ckpt_dir: Path, resume: bool) -> dict:
+    """Steps 1–3 and the ablations for one seed.
+
+    Returns:
+        ``{"test_miou": {method: float}, "test_trimap": {method: float}, "histories", "grid", "learned",
+        "bandwidths", "examples"}``.
+    """
     num_classes = data.num_classes
     ckpt = ckpt_dir / f"seed{seed}"
     base = {"data": cfg.data_config(), "seed": seed, "batch_size": cfg.batch_size}
 
     def validate(model: SegmentationCRFRNN) -> float:
         return _miou(model, data.val, ctx, num_classes)
+
+    def test(model: SegmentationCRFRNN, iterations: int | None = None) -> dict[str, float]:
+        return scores(model, data.test, ctx, num_classes, iterations, cfg.trimap_radius)
 
     # 1. FCN alone
     fcn_cfg = {**base, "stage": "fcn", "width": cfg.fcn_width, "epochs": cfg.fcn_epochs, "lr": cfg.fcn_lr}
@@ -208,7 +219,7 @@ def _run_seed(cfg: ExperimentConfig, data: _Data, seed: int, ctx: Context, ckpt_
         )
     }
     fcn_state = {k: v.detach().clone() for k, v in fcn.unary_net.state_dict().items()}
-    results = {"fcn": _miou(fcn, data.test, ctx, num_classes)}
+    tests = {"fcn": test(fcn)}
 
     # 2. CRF as post-processing, grid-searched on val
     grid_cfg = {"fcn": fcn_cfg, "stage": "grid", "grid": {k: list(v) for k, v in cfg.grid.items()}, "T": cfg.iterations}
@@ -225,10 +236,15 @@ def _run_seed(cfg: ExperimentConfig, data: _Data, seed: int, ctx: Context, ckpt_
         ctx.log(f"[seed {seed}] grid: resumed, best {params}")
     post = SegmentationCRFRNN(fcn.unary_net, CRFRNN(num_classes, cfg.iterations, params, learnable=False))
     post = post.to(ctx.device)
-    results["fcn+crf"] = _miou(post, data.test, ctx, num_classes)
+    tests["fcn+crf"] = test(post)
 
     # 3. CRF-RNN end to end, and the trained ablations
-    crf_cfg = {"grid": grid_cfg, "epochs": cfg.crf_epochs, "fcn_lr": cfg.crf_fcn_lr, "crf_lr": cfg.crf_lr}
+    crf_cfg = {
+        "grid": grid_cfg,
+        "epochs": cfg.crf_epochs,
+        "fcn_lr": cfg.crf_fcn_lr,
+        "crf_lr": cfg.crf_lr,
+    }
     methods = ["crf-rnn", "fcn-finetuned"] if cfg.ablations else ["crf-rnn"]
     if cfg.ablations and seed in cfg.seeds[: cfg.ablation_seeds]:
         methods += ["crf-rnn-per-class", "crf-rnn-symmetric", "crf-rnn-potts", "crf-rnn-learned-theta"]
@@ -242,9 +258,14 @@ def _run_seed(cfg: ExperimentConfig, data: _Data, seed: int, ctx: Context, ckpt_
         groups = [{"params": net.parameters(), "lr": cfg.crf_fcn_lr}]
         stage_cfg = {**crf_cfg, "stage": method}
         if crf is not None:
-            thetas = [p for n, p in crf.named_parameters() if n.startswith("log_theta")]
-            others = [p for p in _trainable(crf) if all(p is not t for t in thetas)]
-            groups.append({"params": others, "lr": cfg.crf_lr})
+            named = [(n, p) for n, p in crf.named_parameters() if p.requires_grad]
+            thetas = [p for n, p in named if n.startswith("log_theta")]
+            compat = [p for n, p in named if "compat" in n]  # µ, or its symmetric parametrisation's original
+            weights = [p for n, p in named if not n.startswith("log_theta") and "compat" not in n]
+            groups.append({"params": weights, "lr": cfg.crf_lr})
+            if compat:
+                groups.append({"params": compat, "lr": cfg.compat_lr})
+                stage_cfg["compat_lr"] = cfg.compat_lr
             if thetas:
                 groups.append({"params": thetas, "lr": cfg.theta_lr})
                 stage_cfg["theta_lr"] = cfg.theta_lr
@@ -261,10 +282,13 @@ def _run_seed(cfg: ExperimentConfig, data: _Data, seed: int, ctx: Context, ckpt_
             resume=resume,
             validate=validate,
         )
-        results[method] = _miou(model, data.test, ctx, num_classes)
+        tests[method] = test(model)
         models[method] = model
-    results["crf-rnn-t10"] = _miou(models["crf-rnn"], data.test, ctx, num_classes, cfg.test_iterations)
-    ctx.log(f"[seed {seed}] test mIoU: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    tests["crf-rnn-t10"] = test(models["crf-rnn"], cfg.test_iterations)
+    ctx.log(
+        f"[seed {seed}] test mIoU / trimap accuracy: "
+        + ", ".join(f"{k} {v['miou']:.4f} / {v['trimap']:.4f}" for k, v in tests.items())
+    )
 
     crf = models["crf-rnn"].crf
     learned = {
@@ -276,7 +300,8 @@ def _run_seed(cfg: ExperimentConfig, data: _Data, seed: int, ctx: Context, ckpt_
     bandwidths = {m: model.crf.bandwidths for m, model in models.items() if model.crf is not None}
     examples = _examples(data, cfg.examples, fcn, post, models["crf-rnn"])
     return {
-        "test_miou": results,
+        "test_miou": {k: v["miou"] for k, v in tests.items()},
+        "test_trimap": {k: v["trimap"] for k, v in tests.items()},
         "histories": histories,
         "grid": {"best": _params_dict(params), "table": table},
         "learned": learned,
@@ -307,7 +332,7 @@ def _examples(data: _Data, count: int, *models: SegmentationCRFRNN) -> dict:
 
 
 def run_experiment(cfg: ExperimentConfig, ctx: Context, checkpoints: Path, resume: bool = False) -> dict:
-    """Run every seed and aggregate the test mIoUs.
+    """Run every seed in this process, one after the other, and aggregate.
 
     Args:
         cfg: the configuration.
@@ -316,39 +341,52 @@ def run_experiment(cfg: ExperimentConfig, ctx: Context, checkpoints: Path, resum
         resume: continue from checkpoints written for the same configuration.
 
     Returns:
-        ``{"config", "seeds": {seed: per-seed result}, "rows": [...], "runtime_s", "world_size"}``; rows as in
-        ``paper_table.json``.
+        :func:`aggregate`'s dictionary.
     """
     t0 = time.perf_counter()
     torch.manual_seed(cfg.data_seed)
-    data = _load_data(cfg, ctx)
+    data = load_data(cfg, ctx)
     ctx.log(
         f"data: {cfg.train_size}/{cfg.val_size}/{cfg.test_size} train/val/test images of {cfg.image_size} px, "
         f"{ctx.world_size} process(es) on {ctx.device}"
     )
-    per_seed = {seed: _run_seed(cfg, data, seed, ctx, Path(checkpoints), resume) for seed in cfg.seeds}
+    per_seed = {seed: run_seed(cfg, data, seed, ctx, Path(checkpoints), resume) for seed in cfg.seeds}
+    result = aggregate(cfg, per_seed, list(data.class_names))
+    result.update(
+        runtime_s=time.perf_counter() - t0, world_size=ctx.world_size, jobs=1, threads=torch.get_num_threads()
+    )
+    return result
+
+
+def aggregate(cfg: ExperimentConfig, per_seed: dict[int, dict], class_names: list[str]) -> dict:
+    """The table's rows (mean ± sample std over seeds of the test mIoU and trimap accuracy) from per-seed results.
+
+    Args:
+        cfg: the configuration.
+        per_seed: :func:`run_seed`'s result per seed.
+        class_names: the L class names.
+
+    Returns:
+        ``{"config", "seeds": per_seed, "rows": [...], "class_names"}``; rows as in ``paper_table.json``
+        (the caller adds ``runtime_s``, ``world_size`` and ``jobs``).
+    """
     rows = []
     for method in METHODS:
-        values = [per_seed[s]["test_miou"][method] for s in cfg.seeds if method in per_seed[s]["test_miou"]]
-        if not values:
+        seeds = [s for s in cfg.seeds if method in per_seed[s]["test_miou"]]
+        if not seeds:
             continue
-        v = torch.tensor(values, dtype=torch.float64)
-        rows.append(
-            {
-                "method": method,
-                "label": METHODS[method],
-                "miou_mean": float(v.mean()),
-                "miou_std": float(v.std()) if len(values) > 1 else 0.0,
-                "seeds": len(values),
-                "per_seed": values,
-                "paper": PAPER.get(method),
-            }
-        )
+        row = {"method": method, "label": METHODS[method]}
+        for key, metric in (("miou", "test_miou"), ("trimap", "test_trimap")):
+            values = [per_seed[s][metric][method] for s in seeds]
+            v = torch.tensor(values, dtype=torch.float64)
+            row[f"{key}_mean"] = float(v.mean())
+            row[f"{key}_std"] = float(v.std()) if len(values) > 1 else 0.0
+            row["per_seed" if key == "miou" else f"{key}_per_seed"] = values
+        row.update(seeds=len(seeds), paper=PAPER.get(method))
+        rows.append(row)
     return {
         "config": {**dataclasses.asdict(cfg), "seeds": list(cfg.seeds)},
         "seeds": per_seed,
         "rows": rows,
-        "runtime_s": time.perf_counter() - t0,
-        "world_size": ctx.world_size,
-        "class_names": list(data.class_names),
+        "class_names": list(class_names),
     }

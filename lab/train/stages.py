@@ -23,10 +23,10 @@ from torch.utils.data import DistributedSampler
 from lab.crf import CRFKernels, CRFParams, mean_field
 from lab.train.data import Split
 from lab.train.distributed import Context
-from lab.train.metrics import confusion_matrix, mean_iou
+from lab.train.metrics import confusion_matrix, mean_iou, trimap_accuracy, trimap_counts
 from lab.train.models import SegmentationCRFRNN
 
-__all__ = ["GRID", "evaluate", "grid_search", "load_checkpoint", "save_checkpoint", "train_model"]
+__all__ = ["GRID", "evaluate", "grid_search", "load_checkpoint", "save_checkpoint", "scores", "train_model"]
 
 # The post-processing CRF's grid (searched on the val split). Bandwidths in pixels (θα, θγ) and 0..255 (θβ) for
 # 64 × 64 images: the paper's θα = 80 px on ~500 px VOC images is ~10 px here. θγ = 3 px as everywhere.
@@ -212,13 +212,55 @@ def evaluate(
     Returns:
         (L, L) int64 counts, the same on every rank; :func:`~lab.train.metrics.mean_iou` gives the mIoU.
     """
+    return _counts(model, split, ctx, num_classes, iterations, None)[0]
+
+
+@torch.no_grad()
+def scores(
+    model: SegmentationCRFRNN,
+    split: Split,
+    ctx: Context,
+    num_classes: int,
+    iterations: int | None = None,
+    trimap_radius: int = 3,
+) -> dict[str, float]:
+    """The mIoU and the trimap accuracy of ``model`` over a split, from one pass.
+
+    Args:
+        model: the network (its CRF, if any, runs ``iterations`` mean-field steps).
+        split: the batches to evaluate.
+        ctx: the distributed context.
+        num_classes: L.
+        iterations: T at test time (default: the CRF's own).
+        trimap_radius: half-width in pixels of the band around the true label boundaries
+            (:func:`~lab.train.metrics.trimap_counts`).
+
+    Returns:
+        ``{"miou": float, "trimap": float}``, both in 0..1, the same on every rank.
+    """
+    confusion, band = _counts(model, split, ctx, num_classes, iterations, trimap_radius)
+    return {"miou": mean_iou(confusion), "trimap": trimap_accuracy(band)}
+
+
+def _counts(
+    model: SegmentationCRFRNN,
+    split: Split,
+    ctx: Context,
+    num_classes: int,
+    iterations: int | None,
+    trimap_radius: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The confusion matrix and (with a radius) the trimap counts, summed over the ranks."""
     model.eval()
     total = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=ctx.device)
+    band = torch.zeros(2, dtype=torch.int64, device=ctx.device)
     for index in range(ctx.rank, len(split), ctx.world_size):
         images, labels = split[index]
         pred = model(images, _cached_kernels(model, split, index), iterations).argmax(1)
         total += confusion_matrix(pred, labels, num_classes)
-    return ctx.all_reduce_sum(total)
+        if trimap_radius is not None:
+            band += trimap_counts(pred, labels, num_classes, trimap_radius)
+    return ctx.all_reduce_sum(total), ctx.all_reduce_sum(band)
 
 
 @torch.no_grad()
