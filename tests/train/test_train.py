@@ -20,6 +20,8 @@ from lab.train import SegmentationCRFRNN, Split, confusion_matrix, grid_search, 
 from lab.train.__main__ import main
 from lab.train.distributed import Context
 from lab.train.experiment import METHODS
+from lab.train.metrics import boundary_band, trimap_accuracy, trimap_counts
+from lab.train.report import ordering
 
 NUM_CLASSES = SyntheticShapes.num_classes
 # Same batches, same order, same float ops: resumed and uninterrupted runs agree to the last bit on CPU.
@@ -50,6 +52,57 @@ def test_confusion_and_miou_by_hand():
     assert cm.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0]]
     # IoU: class 0 1/1, class 1 1/2, class 2 0/1
     assert mean_iou(cm) == pytest.approx((1 + 0.5 + 0) / 3)
+
+
+def test_trimap_band_and_accuracy_by_hand():
+    # A 2 × 2 square of class 1 at rows 1-2, columns 1-2 of a 5 × 5 background, one void pixel (255) at (4, 4).
+    target = torch.zeros(1, 5, 5, dtype=torch.int64)
+    target[0, 1:3, 1:3] = 1
+    target[0, 4, 4] = 255
+    # boundary pixels (a 4-neighbour differs): the square's 4 pixels, its 8 outer 4-neighbours, and the void
+    # pixel with its 2 neighbours (3, 4) and (4, 3)
+    edge = [
+        [0, 1, 1, 0, 0],
+        [1, 1, 1, 1, 0],
+        [1, 1, 1, 1, 0],
+        [0, 1, 1, 0, 1],
+        [0, 0, 0, 1, 1],
+    ]
+    assert boundary_band(target, 0).int()[0].tolist() == edge
+    # radius 1: every pixel within one step (8-neighbourhood) of an edge pixel: all 25 here
+    assert bool(boundary_band(target, 1).all())
+    # the prediction grows the square one column to the right: (1, 3) and (2, 3) wrong
+    pred = target.clone()
+    pred[0, 4, 4] = 0
+    pred[0, 1:3, 3] = 1
+    # radius 0: 15 edge pixels, 1 void among them -> 14 counted, 2 of them wrong
+    assert trimap_counts(pred, target, 2, 0).tolist() == [12, 14]
+    # radius 1: 25 pixels, 1 void -> 24 counted, the same 2 wrong
+    assert trimap_counts(pred, target, 2, 1).tolist() == [22, 24]
+    assert trimap_accuracy(torch.tensor([22, 24])) == pytest.approx(22 / 24)
+    assert torch.isnan(torch.tensor(trimap_accuracy(torch.tensor([0, 0]))))
+
+
+def test_trimap_band_excludes_far_pixels_and_checks_radius():
+    target = torch.zeros(1, 1, 9, dtype=torch.int64)
+    target[0, 0, 4:] = 1  # one boundary between columns 3 and 4
+    assert boundary_band(target, 2).int()[0, 0].tolist() == [0, 1, 1, 1, 1, 1, 1, 0, 0]
+    with pytest.raises(ValueError, match="radius: expected an integer >= 0"):
+        boundary_band(target, -1)
+
+
+def test_ordering_verdict_uses_the_standard_error_of_the_paired_differences():
+    def result(diffs):
+        return {"seeds": {s: {"test_miou": {"a": 0.5, "b": 0.5 + d}} for s, d in enumerate(diffs)}}
+
+    # diffs 0.01, 0.02, 0.03: mean 0.02, sample std 0.01, SE 0.01/√3 = 0.0058 -> 0.02 > 0.0115: beyond
+    o = ordering(result([0.01, 0.02, 0.03]), "a", "b")
+    assert o["diff_mean"] == pytest.approx(0.02) and o["diff_std"] == pytest.approx(0.01)
+    assert o["diff_se"] == pytest.approx(0.01 / 3**0.5) and o["beyond_noise"] is True
+    # diffs 0.02, -0.01, 0.02: mean 0.01, std 0.0173, SE 0.01: 0.01 < 0.02: within (above one SE, not two)
+    o = ordering(result([0.02, -0.01, 0.02]), "a", "b")
+    assert o["diff_se"] == pytest.approx(0.01) and o["beyond_noise"] is False
+    assert ordering(result([0.05]), "a", "b")["beyond_noise"] is None
 
 
 def test_confusion_shape_mismatch_raises():
@@ -215,7 +268,8 @@ def test_quick_end_to_end(tmp_path, capsys):
     assert methods[:3] == ["fcn", "fcn+crf", "crf-rnn"]
     assert set(methods) == set(METHODS)
     for row in doc["rows"]:
-        assert set(row) >= {"method", "miou_mean", "miou_std", "seeds"}
+        assert set(row) >= {"method", "miou_mean", "miou_std", "seeds", "trimap_mean", "trimap_std"}
+        assert 0.0 <= row["trimap_mean"] <= 1.0
         assert isinstance(row["miou_mean"], float) and 0.0 <= row["miou_mean"] <= 1.0
         assert isinstance(row["miou_std"], float) and 0.0 <= row["miou_std"] <= 1.0
         assert row["seeds"] == 1
@@ -235,6 +289,32 @@ def test_quick_end_to_end(tmp_path, capsys):
         and "resumed from checkpoints" in (out / "paper_table.md").read_text()
     )
     assert "resumed from checkpoints" not in md  # the first run trained everything itself
+
+
+def test_jobs_children_match_one_thread_in_process(tmp_path, capsys):
+    """Two seeds in two 1-thread child processes give the table a 1-thread in-process run gives, bit for bit."""
+    common = ["--quick", "--no-ablations", "--seeds", "0", "1"]
+    out_a, out_b = tmp_path / "jobs", tmp_path / "inline"
+    assert main([*common, "--jobs", "2", "--out", str(out_a), "--checkpoints", str(tmp_path / "ck_a")]) == 0
+    err = capsys.readouterr().err
+    assert "2 seed(s) in 2 child process(es)" in err
+    # finished stages as whole lines, each child's own (no interleaving within a line)
+    assert "[seed 0] fcn epoch 2/2" in err and "[seed 1] crf-rnn epoch 1/1" in err
+    for line in err.splitlines():
+        assert line.count("[seed ") <= 1, line
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*common, "--jobs", "1", "--out", str(out_b), "--checkpoints", str(tmp_path / "ck_b")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a, b = (json.loads((o / "paper_table.json").read_text()) for o in (out_a, out_b))
+    assert a["jobs"] == 2 and b["jobs"] == 1
+    assert [r["method"] for r in a["rows"]] == ["fcn", "fcn+crf", "crf-rnn", "crf-rnn-t10"]
+    for ra, rb in zip(a["rows"], b["rows"], strict=True):
+        assert ra["per_seed"] == rb["per_seed"] and ra["trimap_per_seed"] == rb["trimap_per_seed"], ra["method"]
+        assert 0.0 <= ra["trimap_mean"] <= 1.0 and ra["seeds"] == 2
+    assert "child processes of 1 thread each" in (out_a / "paper_table.md").read_text()
 
 
 if __name__ == "__main__":
