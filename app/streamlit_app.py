@@ -36,6 +36,7 @@ from lab.explore import (
     to_tensor,
     trim_heap,
 )
+from lab.explore.fit_view import FIT_SECONDS, fit_to_truth
 from lab.explore.voc_view import (
     class_names_for,
     flip_pairs_view,
@@ -63,7 +64,7 @@ from lab.unary import (
     voc_unary,
 )
 from lab.unary.voc import VOCUnavailable
-from lab.viz import changed_mask, class_heatmap, colorize, entropy_map, kl_figure, overlay
+from lab.viz import changed_mask, class_heatmap, colorize, entropy_map, fit_figure, kl_figure, overlay
 from lab.viz.palette import PALETTE
 
 # the CRF knobs' ranges (a trained CRF's values outside them are clamped, and the app says so)
@@ -89,6 +90,7 @@ UNARY_SOURCES = [
     "Probability map (.npy/.npz)",
 ]
 TRAINED_MU = "Trained CRF-RNN's µ"
+FITTED_MU = "Fitted µ"
 # what reading an uploaded file may raise: the loaders' ValueError/TypeError with a message, and what a corrupt
 # or oversized file gets from NumPy's zip reader or the allocator before a loader can word it
 UPLOAD_ERRORS = (ValueError, TypeError, OSError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error)
@@ -196,6 +198,22 @@ def use_trained(trained: TrainedCRF) -> None:
             clamped.append(f"{name} = {value:.3g} (knob range {low:g}–{high:g})")
     st.session_state["compat_choice"] = TRAINED_MU
     st.session_state["trained_clamped"] = clamped
+
+
+def fit_knobs(image_key, image: np.ndarray, unary, truth: np.ndarray, params: CRFParams, iterations: int) -> None:
+    """Button callback: fit θ, the weights and µ to the ground truth on screen, then move the knobs there."""
+    st.session_state.pop("crf_fit", None)
+    st.session_state.pop("fit_error", None)
+    try:
+        with st.spinner(f"Fitting the CRF to the ground truth (at most {FIT_SECONDS:g} s)…"):
+            fit = fit_to_truth(image, unary, truth, params, iterations, KNOB_RANGES, image_key=image_key)
+    except (ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as exc:  # FloatingPointError: NaN
+        st.session_state["fit_error"] = str(exc) or type(exc).__name__
+        return
+    for name, value in fit.knobs.items():
+        st.session_state[name] = value
+    st.session_state["compat_choice"] = FITTED_MU
+    st.session_state["crf_fit"] = fit
 
 
 def voc_unary_for(image_key, image: np.ndarray, temperature: float):
@@ -482,7 +500,7 @@ def main() -> None:
         "window: exact Gaussian truncated to 11×11 (ConvCRF).",
     )
     compat_choice = sb.radio(
-        "Compatibility µ", ["Potts", "Upload (L×L .npy)", TRAINED_MU], key="compat_choice", horizontal=True
+        "Compatibility µ", ["Potts", "Upload (L×L .npy)", TRAINED_MU, FITTED_MU], key="compat_choice", horizontal=True
     )
     backend = sb.selectbox(
         "Backend",
@@ -492,7 +510,18 @@ def main() -> None:
         "run on CPU tensors (Triton installed and TRITON_INTERPRET=1, its interpreter).",
     )
     compat = "potts"
-    if compat_choice == TRAINED_MU:
+    fit = st.session_state.get("crf_fit")
+    if compat_choice == FITTED_MU:
+        if fit is None:
+            sb.info("Fit the CRF to a ground truth first (under 'What the CRF changed'); Potts meanwhile.")
+        elif fit.num_labels != num_labels:
+            sb.warning(
+                f"The fitted µ is {fit.num_labels}×{fit.num_labels}, the unary has L = {num_labels}: Potts meanwhile.",
+                icon="ℹ️",
+            )
+        else:
+            compat = fit.compat
+    elif compat_choice == TRAINED_MU:
         if trained is None:
             sb.info("Pick a trained CRF-RNN above to use its µ; Potts meanwhile.")
         elif trained.num_classes != num_labels:
@@ -661,6 +690,31 @@ def main() -> None:
                 f"L = {num_labels}: pick the VOC network as the unary source to score against it.",
                 icon="ℹ️",
             )
+    if truth is not None:
+        st.button(
+            f"Fit the CRF to this ground truth (≈{FIT_SECONDS:g} s)",
+            key="fit_crf",
+            on_click=fit_knobs,
+            args=(image_key, image, unary, truth, params, iterations),
+            help="Gradient steps on θα, θβ, θγ, both weights and µ (lab.fit_crf) from the knobs as they are, at the "
+            "working size, against this ground truth; then the knobs move to the fitted values and µ to the fitted µ.",
+        )
+    fit_error = st.session_state.pop("fit_error", None)  # shown once, on the rerun the button caused
+    if fit_error:
+        st.error(f"The fit failed: {fit_error}", icon="⚠️")
+    if fit is not None and fit.image_key == image_key:
+        fit_text, fit_plot = st.columns(2)
+        fit_text.markdown(f"**Fitted:** {fit.summary()}.")
+        fit_text.caption(
+            "The mIoU is on the image the CRF was fitted to (no held-out image): how well the CRF can fit it, not "
+            "how well it generalises. crf-lab fit fits on many images with validation."
+        )
+        for note in fit.clamped:
+            fit_text.warning(f"Clamped to the knob's range: {note}", icon="ℹ️")
+        for note in fit.notes:
+            fit_text.info(note, icon="ℹ️")
+        r = fit.result
+        fit_plot.pyplot(fit_figure(r.loss, r.best_step, r.val_loss, r.eval_steps), width="stretch")
     changes = crf_changes(labels[0], labels[t], names, truth=truth)
     if changes.miou_before is not None:
         g1, g2 = st.columns(2)

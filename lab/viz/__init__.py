@@ -1,7 +1,7 @@
 """Figures and the class palette shared by the notebooks and the app: arrays in, arrays or figures out."""
 
 from lab.viz.lattice_plot import draw_lattice_2d, lattice_geometry, lattice_mesh_2d
-from lab.viz.maps import changed_mask, class_heatmap, entropy_map, kl_figure, label_map, overlay
+from lab.viz.maps import changed_mask, class_heatmap, entropy_map, fit_figure, kl_figure, label_map, overlay
 from lab.viz.palette import PALETTE, colorize, palette
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "colorize",
     "draw_lattice_2d",
     "entropy_map",
+    "fit_figure",
     "kl_figure",
     "label_map",
     "lattice_geometry",

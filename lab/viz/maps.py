@@ -11,7 +11,7 @@ import torch
 
 from lab.viz.palette import colorize
 
-__all__ = ["changed_mask", "class_heatmap", "entropy_map", "kl_figure", "label_map", "overlay"]
+__all__ = ["changed_mask", "class_heatmap", "entropy_map", "fit_figure", "kl_figure", "label_map", "overlay"]
 
 
 def _np(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -105,5 +105,36 @@ def kl_figure(kl: np.ndarray | torch.Tensor, current: int | None = None):
     ax.set_ylabel("KL(Q_t ‖ P) + log Z")
     ax.set_title("Mean-field objective")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def fit_figure(loss, best_step: int | None = None, val_loss=None, eval_steps=None):
+    """A fit's loss against the gradient step (``lab.fit_crf``'s curves), as a matplotlib figure.
+
+    Args:
+        loss: the training loss of each step (step k's loss is at the parameters after k steps).
+        best_step: the step whose parameters were kept, marked.
+        val_loss: the validation loss at each evaluation, or None.
+        eval_steps: the step of each evaluation (with ``val_loss``).
+
+    Returns:
+        A matplotlib Figure.
+    """
+    from matplotlib.figure import Figure
+
+    loss = np.asarray(loss, dtype=np.float64).reshape(-1)
+    fig = Figure(figsize=(4.5, 2.8))
+    ax = fig.subplots()
+    ax.plot(np.arange(len(loss)), loss, marker=".", label="training loss")
+    if val_loss is not None and len(val_loss) and eval_steps is not None:
+        ax.plot(list(eval_steps), list(val_loss), marker="s", label="validation loss")
+    if best_step is not None and 0 <= best_step < len(loss):
+        ax.plot([best_step], [loss[best_step]], marker="o", markersize=10, color="crimson", label="kept")
+    ax.set_xlabel("gradient step")
+    ax.set_ylabel("cross-entropy (nats / pixel)")
+    ax.set_title("Fitting the CRF")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
