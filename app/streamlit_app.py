@@ -36,7 +36,7 @@ from lab.explore import (
     to_tensor,
     trim_heap,
 )
-from lab.explore.fit_view import FIT_SECONDS, fit_to_truth
+from lab.explore.fit_view import FIT_SECONDS, FIT_SIDE, fit_to_truth
 from lab.explore.voc_view import (
     class_names_for,
     flip_pairs_view,
@@ -696,8 +696,9 @@ def main() -> None:
             key="fit_crf",
             on_click=fit_knobs,
             args=(image_key, image, unary, truth, params, iterations),
-            help="Gradient steps on θα, θβ, θγ, both weights and µ (lab.fit_crf) from the knobs as they are, at the "
-            "working size, against this ground truth; then the knobs move to the fitted values and µ to the fitted µ.",
+            help=f"Gradient steps on θα, θβ, θγ, both weights and µ (lab.fit_crf) from the knobs as they are, against "
+            f"this ground truth, at {FIT_SIDE} px on the longer side for speed (θα and θγ scaled back to the working "
+            "size); then the knobs move to the fitted values and µ to the fitted µ.",
         )
     fit_error = st.session_state.pop("fit_error", None)  # shown once, on the rerun the button caused
     if fit_error:

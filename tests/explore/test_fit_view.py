@@ -74,3 +74,24 @@ def test_refusals_name_what_is_wrong(scene):
         fit_to_truth(image, unary, truth, CRFParams(), 5, {k: v for k, v in RANGES.items() if k != "w_spatial"})
     with pytest.raises((ValueError, FloatingPointError)):
         fit_to_truth(image, torch.full_like(unary, float("nan")), truth, CRFParams(), 5, RANGES, steps=1)
+
+
+def test_a_large_image_is_fitted_smaller_and_its_pixel_bandwidths_scaled_back():
+    s = render_scene([3, 2], 120)
+    truth = s.label.astype(np.int64)
+    unary = unary_from_labels(torch.from_numpy(truth)[None], 6, gt_prob=0.6, zero_unsure=False)
+    start = CRFParams(theta_alpha=30.0, theta_beta=20.0, theta_gamma=3.0, w_bilateral=4.0, w_spatial=2.0)
+    still = fit_to_truth(s.image, unary, truth, start, 2, RANGES, steps=0, fit_side=40)  # no step: the start back
+    assert still.fit_shape == (40, 40) and still.result.params.theta_alpha == pytest.approx(10.0)
+    assert still.knobs == {
+        "theta_alpha": 30.0,
+        "theta_beta": 20.0,
+        "theta_gamma": 3.0,
+        "w_bilateral": 4.0,
+        "w_spatial": 2.0,
+    }
+    assert any("scaled by 3 back to the working size" in n for n in still.notes)
+    moved = fit_to_truth(s.image, unary, truth, start, 2, RANGES, steps=3, fit_side=40)
+    assert moved.knobs["theta_alpha"] == pytest.approx(3 * moved.result.params.theta_alpha, abs=0.01)
+    none = fit_to_truth(s.image, unary, truth, CRFParams(normalize="none"), 2, RANGES, steps=0, fit_side=40)
+    assert none.fit_shape == (120, 120)  # unnormalised messages depend on the size: fitted where they run
