@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="seeds trained side by side in child processes of 1 thread each, then aggregated (default: one per "
-        "seed on the CPU; 1: every seed in this process, in turn)",
+        "seed, at most one per core, on the CPU; 1: every seed in this process, in turn)",
     )
     p.add_argument("--worker-seed", type=int, default=None, help=argparse.SUPPRESS)  # a --jobs child
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (auto: CUDA if any)")
@@ -71,14 +71,18 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _jobs(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
-    """How many child processes: ``--jobs``, else one per seed on the CPU outside torchrun, else 1."""
+    """How many child processes: ``--jobs``, else one per seed up to the CPU count (outside torchrun), else 1.
+
+    Not more children than cores by default: each holds its training batches' CRF kernels (≈ 8.5 GB for the
+    full configuration), and three of them side by side do not fit a 24 GB, 2-core machine.
+    """
     if args.jobs is not None:
         if args.jobs < 1:
             raise SystemExit(f"--jobs: expected an integer >= 1, got {args.jobs}")
         return min(args.jobs, len(cfg.seeds))
     in_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    return 1 if in_torchrun or cuda else len(cfg.seeds)
+    return 1 if in_torchrun or cuda else max(1, min(len(cfg.seeds), os.cpu_count() or 1))
 
 
 def _without_jobs(argv: list[str]) -> list[str]:

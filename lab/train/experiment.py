@@ -107,10 +107,10 @@ class ExperimentConfig:
     fcn_width: int = 16
     fcn_epochs: int = 30
     fcn_lr: float = 5e-3
-    crf_epochs: int = 5
+    crf_epochs: int = 3
     crf_fcn_lr: float = 3e-4
     crf_lr: float = 0.05
-    compat_lr: float = 0.05
+    compat_lr: float = 0.005
     theta_lr: float = 0.02
     iterations: int = 5
     test_iterations: int = 10
