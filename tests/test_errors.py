@@ -34,8 +34,14 @@ def lat(*shape):
 
 CASES = [
     # --- the lattice and filters
-    ("lattice rank", lambda: lab.PermutohedralLattice(torch.rand(2, 3, 4)), ValueError, "features: expected shape"),
-    ("lattice rank 3", lambda: lab.PermutohedralLattice(torch.zeros(3, 4, 5)), ValueError, "features: expected shape"),
+    ("lattice rank 1", lambda: lab.PermutohedralLattice(torch.rand(4)), ValueError, "features: expected shape"),
+    # (B, d, W) and (B, d, D, H, W) are feature volumes now; four spatial axes are not
+    (
+        "lattice rank 6",
+        lambda: lab.PermutohedralLattice(torch.zeros(1, 2, 2, 2, 2, 2)),
+        ValueError,
+        "features: expected shape",
+    ),
     (
         "lattice empty",
         lambda: lab.PermutohedralLattice(torch.rand(0, 2)),
@@ -142,9 +148,9 @@ CASES = [
     ),
     (
         "params θ tensor shape",
-        lambda: lab.CRFParams(theta_alpha=torch.ones(2)),
+        lambda: lab.CRFParams(theta_alpha=torch.ones(2, 2)),  # (n,): one per axis, accepted
         ValueError,
-        "theta_alpha: expected a number or a 0-d float tensor",
+        "theta_alpha: expected a number, a 0-d float tensor or a (n,) float tensor",
     ),
     (
         "params θ tensor ≤ 0",
@@ -154,9 +160,9 @@ CASES = [
     ),
     (
         "bilateral channels",
-        lambda: lab.bilateral_features(torch.rand(1, 4, 5, 5), 1.0, 1.0),
+        lambda: lab.bilateral_features(torch.rand(1, 0, 5, 5), 1.0, 1.0),  # any C ≥ 1 is a guide
         ValueError,
-        "image: expected shape (B, 3, H, W), got (1, 4, 5, 5)",
+        "image: expected at least one channel and one pixel, got shape (1, 0, 5, 5)",
     ),
     (
         "bilateral θα ≤ 0",
@@ -233,16 +239,16 @@ CASES = [
         "unary: expected shape (B, L, H, W), got (3, 10, 12)",
     ),
     (
-        "mf image channels",
-        lambda: lab.mean_field(U, torch.rand(1, 4, 6, 7)),
+        "mf image 3-D, unary 2-D",
+        lambda: lab.mean_field(U, torch.rand(1, 3, 1, 6, 7)),
         ValueError,
-        "image: expected shape (B, 3, H, W), got (1, 4, 6, 7)",
+        "unary: expected shape (B, L, D, H, W), got (1, 3, 6, 7) (the image is 3-D: (B, C, D, H, W))",
     ),
     (
-        "mf image 2 channels",
-        lambda: lab.mean_field(UNARY, IMAGE[:, :2]),
+        "mf image 4 spatial axes",
+        lambda: lab.mean_field(UNARY, IMAGE[:, :, None, None]),
         ValueError,
-        "image: expected shape (B, 3, H, W), got (1, 2, 10, 12)",
+        "image: expected shape (B, C, W), (B, C, H, W) or (B, C, D, H, W), got (1, 3, 1, 1, 10, 12)",
     ),
     (
         "mf size mismatch",

@@ -12,14 +12,17 @@ messages Q̌ = Σ_m w(m) k(m) ∗ Q are formed and what is kept:
   both kernels as one block-sparse operator per stage (:class:`~lab.lattice.multi.MultiLatticeFilter`;
   scalar weights).
 
-Layout: the public tensors are (B, L, H, W). Inside, Q stays in point layout (M, L), M = B·H·W, rows ordered
-(b, y, x), for all T iterations (no permute per filtering); the trace's maps are (B, L, H, W) views of it.
+Layout: the public tensors are (B, L, H, W) for photos, (B, L, *spatial) for any guide with 1–3 spatial axes
+(B, L, D, H, W for volumes). Inside, Q stays in point layout (M, L), M = B·H·W (B·D·H·W), rows in C order
+((b, y, x), (b, z, y, x)), for all T iterations (no permute per filtering); the trace's maps are views of it.
+Every path works on point layout, so each runs on any number of spatial axes and any feature dimension d:
+the compiled CPU iteration (compiled once per corner count d + 1 and label width) and the fused Triton
+iteration (d + 1 a compile-time constant: one compilation per d) included.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,12 +35,11 @@ from lab._checks import (
     check_choice,
     check_finite,
     check_int,
-    check_shape,
     check_tensor,
     data_checks_enabled,
 )
 from lab.crf.kernels import CRFKernels, check_image
-from lab.crf.params import CRFParams
+from lab.crf.params import CRFParams, bandwidths_close, format_bandwidth
 from lab.crf.steps import (
     compatibility_transform,
     initialization,
@@ -45,6 +47,7 @@ from lab.crf.steps import (
     kl_divergence,
     weighting,
 )
+from lab.lattice.features import SPATIAL_AXES
 from lab.lattice.limits import check_memory
 
 __all__ = ["KEEP", "MeanFieldStep", "MeanFieldTrace", "estimate_mean_field_bytes", "mean_field"]
@@ -94,7 +97,7 @@ def _can_fuse(kernels: CRFKernels, scalar_weights: bool, needs_grad: bool) -> bo
 
 @dataclass(frozen=True)
 class MeanFieldStep:
-    """What one mean-field iteration computed, each (B, L, H, W).
+    """What one mean-field iteration computed, each (B, L, H, W) (or (B, L, *spatial)).
 
     Attributes:
         messages: (Q̃(bilateral), Q̃(spatial)), step 1.
@@ -118,7 +121,7 @@ class MeanFieldTrace:
     """The result of :func:`mean_field`: final Q and scores, and what ``keep`` asked to record.
 
     Attributes:
-        q: (B, L, H, W) final probabilities.
+        q: (B, L, H, W) final probabilities ((B, L, *spatial) for other guides, as below).
         logits: (B, L, H, W) final pre-softmax scores U − Q̂ (U for zero iterations).
         history: T+1 probability maps (B, L, H, W), history[0] = softmax(U); None unless keep is "q" or "steps".
         steps: T :class:`MeanFieldStep` records; None unless keep = "steps".
@@ -182,15 +185,24 @@ class MeanFieldTrace:
 
 # ------------------------------------------------------------------------------------------ checks
 def _check_inputs(unary: torch.Tensor, image: torch.Tensor, iterations: int) -> None:
-    check_shape(unary, "unary", ["B", "L", "H", "W"])
+    """Unary (B, L, *spatial) and guide (B, C, *spatial) with the same B and spatial shape, 1–3 spatial axes."""
+    check_tensor(image, "image")
+    n = image.dim() - 2 if image.dim() - 2 in SPATIAL_AXES else 2  # the guide's spatial axes (2 if it has none)
+    if unary.dim() != n + 2:
+        axes = SPATIAL_AXES[n]
+        raise ValueError(
+            f"unary: expected shape (B, L, {axes}), got {tuple(unary.shape)}"
+            + ("" if n == 2 else f" (the image is {n}-D: (B, C, {axes}))")
+        )
+    if unary.shape[1] < 2 or unary[:, 0].numel() == 0:
+        raise ValueError(f"unary: expected at least two labels and one pixel, got {tuple(unary.shape)}")
     check_image(image)
     if not unary.is_floating_point():
         raise TypeError(f"unary: expected a floating-point tensor, got {unary.dtype}")
-    b, _, h, w = unary.shape
-    if (image.shape[0], image.shape[2], image.shape[3]) != (b, h, w):
-        raise ValueError(f"image: expected shape ({b}, 3, {h}, {w}) to match unary, got {tuple(image.shape)}")
-    if unary.shape[1] < 2 or h * w == 0 or b == 0:
-        raise ValueError(f"unary: expected at least two labels and one pixel, got {tuple(unary.shape)}")
+    b, _, *spatial = unary.shape
+    if (image.shape[0], *image.shape[2:]) != (b, *spatial):
+        want = ", ".join(str(v) for v in (b, image.shape[1], *spatial))
+        raise ValueError(f"image: expected shape ({want}) to match unary, got {tuple(image.shape)}")
     if image.device != unary.device:
         raise ValueError(f"image: on {image.device}, but unary is on {unary.device}")
     check_int(iterations, "iterations", 0)
@@ -224,10 +236,17 @@ def _check_kernels(kernels: CRFKernels, unary: torch.Tensor, params: CRFParams, 
     """Prebuilt kernels must be those ``params`` and ``message_passing`` would build for this unary's image."""
     if not isinstance(kernels, CRFKernels):
         raise TypeError(f"kernels: expected CRFKernels, got {type(kernels).__name__}")
-    if kernels.shape != (unary.shape[0], unary.shape[2], unary.shape[3]):
-        raise ValueError(f"kernels: built for (B, H, W) = {kernels.shape}, unary is {tuple(unary.shape)}")
+    if kernels.shape != (unary.shape[0], *unary.shape[2:]):
+        axes = SPATIAL_AXES.get(len(kernels.shape) - 1, "…")
+        raise ValueError(f"kernels: built for (B, {axes}) = {kernels.shape}, unary is {tuple(unary.shape)}")
     built, wanted = kernels.params.bandwidth_values(), params.bandwidth_values()
-    differ = [f"{k} {built[k]:.6g} ≠ {wanted[k]:.6g}" for k in wanted if not math.isclose(built[k], wanted[k])]
+    differ = [
+        f"{k} {format_bandwidth(built[k], '.6g')} ≠ {format_bandwidth(wanted[k], '.6g')}"
+        for k in wanted
+        if not bandwidths_close(built[k], wanted[k])
+    ]
+    if kernels.params.spacing != params.spacing:
+        differ.append(f"spacing {kernels.params.spacing} ≠ {params.spacing}")
     if kernels.normalize != params.normalize:
         differ.append(f"normalize {kernels.normalize!r} ≠ {params.normalize!r}")
     if kernels.message_passing != message_passing:
@@ -279,21 +298,29 @@ def mean_field(
     compat=w_spatial); d.addPairwiseBilateral(sxy=θα, srgb=θβ, rgbim=image, compat=w_bilateral);
     d.inference(T)`` with ``normalize="symmetric"`` (its default) and Potts.
 
+    Beyond photos: a guide (B, C, *spatial) with 1 (W), 2 (H, W) or 3 (D, H, W) spatial axes and any C ≥ 1
+    channels (grayscale, multispectral, a CT or MRI volume), with the unary (B, L, *spatial) on the same grid;
+    θα, θγ per spatial axis, θβ per channel and a voxel ``spacing`` in ``params`` (``docs/crf.md``, "Volumes
+    and other guides"). Only an RGB photo (B, 3, H, W) is held to 0..255; other guides are in their own units.
+
     Args:
-        unary: U = −ψ_u, (B, L, H, W) float, L ≥ 2: logits or log-probabilities (float64 computes in float64).
-        image: (B, 3, H, W) in 0..255, uint8 or float (finite; values outside −0.5..255.5 are refused).
+        unary: U = −ψ_u, (B, L, H, W) float, L ≥ 2: logits or log-probabilities (float64 computes in float64);
+            (B, L, *spatial) for another guide.
+        image: the guide: (B, 3, H, W) in 0..255, uint8 or float (finite; values outside −0.5..255.5 are
+            refused), or (B, C, *spatial) with 1–3 spatial axes, any C ≥ 1, finite, in its own units.
         params: the CRF parameters (default :class:`CRFParams`()).
         iterations: T ≥ 0.
         keep: None (only the final Q and scores), "q" (also every Q: :attr:`MeanFieldTrace.history`,
             and :attr:`MeanFieldTrace.kl`) or "steps" (also every intermediate of every step).
-        message_passing: "lattice" (default), "exact" (O(N²): small images) or "window" (k × k truncation).
+        message_passing: "lattice" (default), "exact" (O(N²): small images) or "window" (k × k truncation;
+            2-D guides only).
         backend: "auto", "torch" or "triton", for the lattice.
         checkpoint: recompute each iteration in the backward pass instead of storing it (large images).
         kernels: prebuilt :class:`CRFKernels` for this image (reuse across calls; must match ``params``'
             bandwidths and normalisation and ``message_passing``).
 
     Returns:
-        A :class:`MeanFieldTrace`: ``q`` and ``logits`` (B, L, H, W), plus ``history``, ``steps``, ``kl``.
+        A :class:`MeanFieldTrace`: ``q`` and ``logits`` (B, L, *spatial), plus ``history``, ``steps``, ``kl``.
 
     Example:
         >>> image = torch.rand(1, 3, 16, 16) * 255
@@ -301,6 +328,10 @@ def mean_field(
         >>> trace = mean_field(unary, image, CRFParams(normalize="symmetric"), iterations=3)
         >>> trace.q.shape, len(trace.history), trace.kl.shape
         (torch.Size([1, 4, 16, 16]), 4, torch.Size([1, 4]))
+        >>> ct = torch.randn(1, 1, 6, 8, 10) * 50 + 40  # (B, C, D, H, W), Hounsfield units
+        >>> p = CRFParams(theta_alpha=(2.0, 4.0, 4.0), theta_beta=20.0, theta_gamma=1.0, spacing=(2.0, 1.0, 1.0))
+        >>> mean_field(torch.randn(1, 2, 6, 8, 10), ct, p, iterations=3).q.shape
+        torch.Size([1, 2, 6, 8, 10])
     """
     params = CRFParams() if params is None else params
     if not isinstance(params, CRFParams):

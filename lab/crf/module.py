@@ -10,7 +10,7 @@ from torch import nn
 
 from lab._checks import check_choice, check_int, check_positive, check_tensor
 from lab.crf.mean_field import MeanFieldTrace, mean_field
-from lab.crf.params import BANDWIDTHS, MESSAGE_PASSING, CRFParams
+from lab.crf.params import BANDWIDTHS, MESSAGE_PASSING, CRFParams, format_bandwidth
 
 __all__ = ["CRFRNN"]
 
@@ -28,13 +28,19 @@ class CRFRNN(nn.Module):
     (shared by all T iterations). Their gradient is the analytic Gaussian gradient evaluated with the
     lattice filter (``docs/feature_gradients.md``); read the current values with :attr:`bandwidths`.
 
+    The same layer runs on volumes and other guides (:func:`lab.mean_field`: unary (B, L, *spatial), guide
+    (B, C, *spatial), 1–3 spatial axes). A bandwidth given in ``params`` per spatial axis (θα, θγ) or per
+    channel (θβ), as a tuple, is learned per axis / channel: ``log_theta_alpha`` then has shape (n,); a
+    number stays one learnable value shared by all axes / channels.
+
     Args:
         num_classes: L ≥ 2.
         iterations: T used by :meth:`forward` (can be changed, or overridden per call, e.g. more at test time).
         params: initial weights, compatibility, bandwidths and normalisation (default :class:`CRFParams`()).
         per_class_weights: one weight per class and kernel instead of one per kernel.
         learnable: weights and µ as parameters (True) or fixed buffers (False).
-        learnable_bandwidths: θα, θβ, θγ as parameters (through log θ) instead of fixed values.
+        learnable_bandwidths: θα, θβ, θγ as parameters (through log θ) instead of fixed values (one per axis
+            / channel where ``params`` gives one per axis / channel).
         checkpoint: recompute each iteration in the backward pass (less memory for large images).
         message_passing: "lattice", "exact" or "window".
         backend: "auto", "torch" or "triton".
@@ -47,6 +53,10 @@ class CRFRNN(nn.Module):
         >>> crf = CRFRNN(3, learnable_bandwidths=True, params=CRFParams(theta_alpha=20.0))
         >>> round(crf.bandwidths["theta_alpha"], 4), crf.log_theta_alpha.requires_grad
         (20.0, True)
+        >>> volume = CRFParams(theta_alpha=(2.0, 8.0, 8.0), theta_beta=(30.0, 10.0), spacing=(3.0, 1.0, 1.0))
+        >>> crf = CRFRNN(2, iterations=1, learnable_bandwidths=True, params=volume)  # per-axis, per-channel θ
+        >>> crf(torch.randn(1, 2, 4, 5, 6), torch.rand(1, 2, 4, 5, 6) * 100).shape, crf.log_theta_alpha.shape
+        (torch.Size([1, 2, 4, 5, 6]), torch.Size([3]))
     """
 
     def __init__(
@@ -89,7 +99,8 @@ class CRFRNN(nn.Module):
         self.learnable_bandwidths = learnable_bandwidths
         if learnable_bandwidths:
             for name, theta in params.bandwidth_values().items():
-                self.register_parameter(f"log_{name}", nn.Parameter(torch.tensor(math.log(theta))))
+                log = [math.log(t) for t in theta] if isinstance(theta, tuple) else math.log(theta)
+                self.register_parameter(f"log_{name}", nn.Parameter(torch.tensor(log)))
 
     @property
     def params(self) -> CRFParams:
@@ -100,29 +111,48 @@ class CRFRNN(nn.Module):
         )
 
     @property
-    def bandwidths(self) -> dict[str, float]:
-        """The current θα, θβ (0..255 units), θγ (pixels) as numbers (learned ones included)."""
+    def bandwidths(self) -> dict[str, float | tuple[float, ...]]:
+        """The current θα, θβ (0..255 units), θγ (pixels) as numbers (learned ones included; tuples per axis)."""
         if self.learnable_bandwidths:
-            return {n: math.exp(float(getattr(self, f"log_{n}").detach())) for n in BANDWIDTHS}
+            values = {n: getattr(self, f"log_{n}").detach().double().exp() for n in BANDWIDTHS}
+            return {n: float(v) if v.dim() == 0 else tuple(v.tolist()) for n, v in values.items()}
         return self._params.bandwidth_values()
 
     def set_bandwidths(
-        self, theta_alpha: float | None = None, theta_beta: float | None = None, theta_gamma: float | None = None
+        self,
+        theta_alpha: float | tuple[float, ...] | None = None,
+        theta_beta: float | tuple[float, ...] | None = None,
+        theta_gamma: float | tuple[float, ...] | None = None,
     ) -> None:
         """Change the bandwidths θα, θβ (0..255 units), θγ (pixels); None keeps the current value.
 
-        With ``learnable_bandwidths`` this overwrites the parameters (log θ) in place, e.g. to start training
-        from grid-searched values.
+        A tuple sets one value per axis / channel. With ``learnable_bandwidths`` this overwrites the parameters
+        (log θ) in place, e.g. to start training from grid-searched values: a number fills every entry of a
+        per-axis parameter; a tuple must match its length (a shared one cannot take a tuple).
         """
-        changes = {}
+        changes: dict[str, float | tuple[float, ...]] = {}
         for name, value in (("theta_alpha", theta_alpha), ("theta_beta", theta_beta), ("theta_gamma", theta_gamma)):
-            if value is not None:
+            if value is None:
+                continue
+            if isinstance(value, (tuple, list)):
+                for i, v in enumerate(value):
+                    check_positive(v, f"{name}[{i}]")
+                changes[name] = tuple(float(v) for v in value)
+            else:
                 check_positive(value, name)
                 changes[name] = float(value)
+            if self.learnable_bandwidths:
+                shape = tuple(getattr(self, f"log_{name}").shape)
+                if isinstance(changes[name], tuple) and shape != (len(changes[name]),):
+                    raise ValueError(
+                        f"{name}: the learnable log θ has shape {shape}, got {len(changes[name])} values "
+                        "(give per-axis / per-channel θ in params when building the CRFRNN)"
+                    )
         if self.learnable_bandwidths:
             with torch.no_grad():
                 for name, value in changes.items():
-                    getattr(self, f"log_{name}").fill_(math.log(value))
+                    log = torch.tensor([math.log(v) for v in value] if isinstance(value, tuple) else math.log(value))
+                    getattr(self, f"log_{name}").copy_(log)
         self._params = dataclasses.replace(self._params, **changes)
 
     def trace(
@@ -131,8 +161,8 @@ class CRFRNN(nn.Module):
         """Run mean field and return the whole :class:`~lab.crf.mean_field.MeanFieldTrace`.
 
         Args:
-            unary: (B, L, H, W) U (CNN logits or log-probabilities).
-            image: (B, 3, H, W) in 0..255.
+            unary: (B, L, H, W) U (CNN logits or log-probabilities); (B, L, *spatial) for other guides.
+            image: (B, 3, H, W) in 0..255, or a guide (B, C, *spatial) (:func:`lab.mean_field`).
             iterations: T for this call (default :attr:`iterations`).
             keep: None, "q" or "steps" (see :func:`lab.mean_field`).
 
@@ -156,23 +186,28 @@ class CRFRNN(nn.Module):
         """The CRF's final scores U − Q̂ (for a cross-entropy loss; softmax gives Q).
 
         Args:
-            unary: (B, L, H, W) U (CNN logits or log-probabilities), L = ``num_classes``.
-            image: (B, 3, H, W) in 0..255, uint8 or float.
+            unary: (B, L, H, W) U (CNN logits or log-probabilities), L = ``num_classes``; (B, L, *spatial)
+                for other guides.
+            image: (B, 3, H, W) in 0..255, uint8 or float; or a guide (B, C, *spatial), 1–3 spatial axes.
             iterations: T for this call (default :attr:`iterations`).
 
         Returns:
-            (B, L, H, W) logits.
+            (B, L, *spatial) logits.
         """
         check_tensor(unary, "unary")
         check_tensor(image, "image")
-        if unary.dim() == 4 and unary.shape[1] != self.num_classes:
+        if unary.dim() >= 3 and unary.shape[1] != self.num_classes:
             raise ValueError(f"unary: expected {self.num_classes} classes, got {unary.shape[1]}")
         return self.trace(unary, image, iterations, keep=None).logits
 
     def get_extra_state(self) -> dict:
-        """Bandwidths (current values, learned ones too), normalisation and window size: saved in the state dict."""
+        """Bandwidths (current values, learned ones too), normalisation, window size and spacing (when given).
+
+        Saved in the state dict.
+        """
         p = self._params
-        return {**self.bandwidths, "normalize": p.normalize, "window_size": p.window_size}
+        state = {**self.bandwidths, "normalize": p.normalize, "window_size": p.window_size}
+        return state if p.spacing is None else {**state, "spacing": p.spacing}
 
     def set_extra_state(self, state: dict) -> None:
         """Restore what :meth:`get_extra_state` saved (learned bandwidths come from their parameters)."""
@@ -184,7 +219,9 @@ class CRFRNN(nn.Module):
         """One line for ``print(module)``."""
         p, t = self._params, self.bandwidths
         return (
-            f"num_classes={self.num_classes}, iterations={self.iterations}, theta_alpha={t['theta_alpha']:.4g}, "
-            f"theta_beta={t['theta_beta']:.4g}, theta_gamma={t['theta_gamma']:.4g}, normalize={p.normalize!r}, "
-            f"message_passing={self.message_passing!r}, learnable_bandwidths={self.learnable_bandwidths}"
+            f"num_classes={self.num_classes}, iterations={self.iterations}, "
+            + "".join(f"{n}={format_bandwidth(t[n], '.4g')}, " for n in BANDWIDTHS)
+            + (f"spacing={p.spacing}, " if p.spacing is not None else "")
+            + f"normalize={p.normalize!r}, message_passing={self.message_passing!r}, "
+            f"learnable_bandwidths={self.learnable_bandwidths}"
         )

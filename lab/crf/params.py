@@ -14,6 +14,11 @@
 The bandwidths may be 0-d tensors (e.g. ``exp`` of a learnable log θ, as ``CRFRNN(learnable_bandwidths=True)``):
 mean field then builds the features differentiably and the lattice returns their gradient.
 
+Beyond RGB photos (``docs/crf.md``, "Volumes and other guides"): for a guide (B, C, *spatial) with 1–3 spatial
+axes, θα and θγ may be one value per spatial axis (in the tensor's axis order, e.g. (θ_z, θ_y, θ_x) for
+(D, H, W)) and θβ one per channel (in the channel's own units: Hounsfield units for CT, say), as tuples or
+1-d tensors; ``spacing`` gives the voxel size per axis, and θα, θγ are then in those physical units.
+
 Sign conventions: pydensecrf's unary is an *energy* −log p = −U; its Potts ``compat=w`` adds +w·Q̃ to the
 logits, while ``compat="potts"`` here (µ = [l ≠ l'], weight w) subtracts w·(Σ_l' Q̃_l' − Q̃_l). The two differ
 by a per-pixel constant that cancels in the softmax, so the same θ and w give the same Q.
@@ -21,6 +26,8 @@ by a per-pixel constant that cancels in the softmax, so the same θ and w give t
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,11 +35,23 @@ import torch
 from lab._checks import check_choice, check_int, check_number, check_positive, check_shape, data_checks_enabled
 from lab.lattice.normalize import NORMALIZATIONS
 
-__all__ = ["BANDWIDTHS", "MAX_WEIGHT", "MESSAGE_PASSING", "CRFParams", "potts_compat"]
+__all__ = [
+    "BANDWIDTHS",
+    "MAX_WEIGHT",
+    "MESSAGE_PASSING",
+    "Bandwidth",
+    "CRFParams",
+    "bandwidths_close",
+    "format_bandwidth",
+    "potts_compat",
+]
 
 BANDWIDTHS = ("theta_alpha", "theta_beta", "theta_gamma")
 
 MESSAGE_PASSING = ("lattice", "exact", "window")
+
+# A bandwidth: one number (or 0-d tensor) for every axis / channel, or one per axis / channel
+Bandwidth = float | torch.Tensor | Sequence[float]
 
 
 def potts_compat(num_labels: int, *, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
@@ -79,15 +98,68 @@ def _check_weight(w: float | torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: expected finite numbers within ±{MAX_WEIGHT:g}, got {w!r}")
 
 
-def _check_bandwidth(theta: float | torch.Tensor, name: str) -> None:
-    """A finite number > 0, or a 0-d floating tensor holding one."""
+def _check_bandwidth(theta: Bandwidth, name: str) -> Bandwidth:
+    """A finite number > 0, a 0-d or non-empty 1-d floating tensor of them, or a non-empty tuple / list of them.
+
+    Returns the value to store: a list becomes a tuple of floats (hashable, immutable).
+    """
     if isinstance(theta, torch.Tensor):
-        if theta.dim() != 0 or not theta.is_floating_point():
-            raise ValueError(f"{name}: expected a number or a 0-d float tensor, got {theta.dtype} {tuple(theta.shape)}")
+        if theta.dim() > 1 or not theta.is_floating_point() or theta.numel() == 0:
+            raise ValueError(
+                f"{name}: expected a number, a 0-d float tensor or a (n,) float tensor (one per axis or channel), "
+                f"got {theta.dtype} {tuple(theta.shape)}"
+            )
         if data_checks_enabled():
-            check_positive(float(theta.detach()), name)
-    else:
-        check_positive(theta, name)
+            for v in theta.detach().reshape(-1).tolist():
+                check_positive(v, name)
+        return theta
+    if isinstance(theta, (tuple, list)):
+        if not theta:
+            raise ValueError(
+                f"{name}: expected a number or one value per axis or channel, got an empty {type(theta).__name__}"
+            )
+        for i, v in enumerate(theta):
+            check_positive(v, f"{name}[{i}]")
+        return tuple(float(v) for v in theta)
+    check_positive(theta, name)
+    return theta
+
+
+def _check_spacing(spacing: object) -> float | tuple[float, ...] | None:
+    """None, a number > 0 or a non-empty tuple / list of them (stored as a tuple of floats)."""
+    if spacing is None:
+        return None
+    if isinstance(spacing, (tuple, list)):
+        if not spacing:
+            raise ValueError("spacing: expected None, a number or one number per spatial axis, got an empty sequence")
+        for i, v in enumerate(spacing):
+            check_positive(v, f"spacing[{i}]")
+        return tuple(float(v) for v in spacing)
+    check_positive(spacing, "spacing")
+    return float(spacing)
+
+
+def format_bandwidth(value: float | tuple[float, ...], spec: str = ".3g") -> str:
+    """A bandwidth value (a number, or one per axis / channel) as text, e.g. ``80`` or ``(2, 8, 8)``.
+
+    Example:
+        >>> format_bandwidth(80.0), format_bandwidth((2.5, 8.0, 8.0))
+        ('80', '(2.5, 8, 8)')
+    """
+    if isinstance(value, tuple):
+        return "(" + ", ".join(format(v, spec) for v in value) + ")"
+    return format(value, spec)
+
+
+def bandwidths_close(a: float | tuple[float, ...], b: float | tuple[float, ...]) -> bool:
+    """Whether two bandwidth values are equal to rounding (a number equals a tuple of that number)."""
+    xs = a if isinstance(a, tuple) else (a,)
+    ys = b if isinstance(b, tuple) else (b,)
+    if len(xs) != len(ys) and 1 not in (len(xs), len(ys)):
+        return False
+    n = max(len(xs), len(ys))
+    xs, ys = (xs * n if len(xs) == 1 else xs), (ys * n if len(ys) == 1 else ys)
+    return all(math.isclose(x, y) for x, y in zip(xs, ys, strict=True))
 
 
 @dataclass(frozen=True)
@@ -96,19 +168,27 @@ class CRFParams:
 
     The pairwise potential is µ(x_i, x_j)·[w_bilateral·k_α(f_i, f_j) + w_spatial·k_γ(p_i, p_j)] with
     k_α = exp(−|p_i − p_j|²/2θα² − |I_i − I_j|²/2θβ²) and k_γ = exp(−|p_i − p_j|²/2θγ²); p in pixels (x = column),
-    I in 0..255. See the module docstring for the mapping to pydensecrf's and crfasrnn's names.
+    I in 0..255 for photos. For volumes and other guides, p is in voxels (or ``spacing`` units) and I in the
+    guide's units, with θ per axis / channel where given: |p_i − p_j|²/θα² becomes Σ_a (p_ia − p_ja)²/θα_a²
+    and |I_i − I_j|²/θβ² becomes Σ_c (I_ic − I_jc)²/θβ_c². See the module docstring for the mapping to
+    pydensecrf's and crfasrnn's names.
 
     Attributes:
         theta_alpha: θα, bilateral kernel spatial bandwidth in pixels (> 0); a number or a 0-d tensor
-            (a tensor that requires grad is differentiated through the features).
-        theta_beta: θβ, bilateral kernel colour bandwidth in 0..255 units (> 0); number or 0-d tensor.
-        theta_gamma: θγ, spatial (smoothness) kernel bandwidth in pixels (> 0); number or 0-d tensor.
+            (a tensor that requires grad is differentiated through the features), or one per spatial axis
+            (a tuple or a (n,) tensor, the tensor's axis order).
+        theta_beta: θβ, bilateral kernel colour bandwidth in 0..255 units (> 0), or in the guide's own units;
+            number or 0-d tensor, or one per channel (a tuple or a (C,) tensor).
+        theta_gamma: θγ, spatial (smoothness) kernel bandwidth in pixels (> 0); number or 0-d tensor, or one
+            per spatial axis.
         w_bilateral: w(1): a number, or a (L,) tensor of per-class weights (the paper's diagonal weights).
         w_spatial: w(2): a number or a (L,) tensor.
         compat: "potts" (µ = [l ≠ l']) or an (L, L) tensor µ (row l: the penalty of l against each l').
         normalize: kernel normalisation: "after" (K v / K 1, CRF-RNN), "symmetric" (D^−½ K D^−½ v,
             pydensecrf's default) or "none".
         window_size: k of the k × k window of ``message_passing="window"`` (odd, ≥ 1).
+        spacing: the voxel size per spatial axis (the tensor's axis order; a number: the same for all), in the
+            physical units θα and θγ are then given in; None: 1 pixel / voxel (photos, pydensecrf).
 
     Example:
         >>> p = CRFParams(theta_alpha=80.0, theta_beta=13.0, theta_gamma=3.0, w_bilateral=10.0, w_spatial=3.0)
@@ -117,18 +197,20 @@ class CRFParams:
                 [1., 0.]])
     """
 
-    theta_alpha: float | torch.Tensor = 80.0
-    theta_beta: float | torch.Tensor = 13.0
-    theta_gamma: float | torch.Tensor = 3.0
+    theta_alpha: Bandwidth = 80.0
+    theta_beta: Bandwidth = 13.0
+    theta_gamma: Bandwidth = 3.0
     w_bilateral: float | torch.Tensor = 10.0
     w_spatial: float | torch.Tensor = 3.0
     compat: str | torch.Tensor = "potts"
     normalize: str = "after"
     window_size: int = 11
+    spacing: float | tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in BANDWIDTHS:
-            _check_bandwidth(getattr(self, name), name)
+            object.__setattr__(self, name, _check_bandwidth(getattr(self, name), name))  # a list becomes a tuple
+        object.__setattr__(self, "spacing", _check_spacing(self.spacing))
         _check_weight(self.w_bilateral, "w_bilateral")
         _check_weight(self.w_spatial, "w_spatial")
         check_choice(self.normalize, "normalize", NORMALIZATIONS)
@@ -152,18 +234,28 @@ class CRFParams:
         if self.window_size % 2 == 0:
             raise ValueError(f"window_size: expected an odd integer >= 1, got {self.window_size!r}")
 
-    def bandwidth_values(self) -> dict[str, float]:
+    def bandwidth_values(self) -> dict[str, float | tuple[float, ...]]:
         """The bandwidths as plain numbers, ``{"theta_alpha": …, "theta_beta": …, "theta_gamma": …}``.
+
+        A bandwidth given per axis or channel (a tuple or a 1-d tensor) is a tuple of floats.
 
         Example:
             >>> CRFParams(theta_alpha=torch.tensor(5.0)).bandwidth_values()["theta_alpha"]
             5.0
+            >>> CRFParams(theta_alpha=[2.0, 8.0, 8.0]).bandwidth_values()["theta_alpha"]
+            (2.0, 8.0, 8.0)
         """
-        values = {n: getattr(self, n) for n in BANDWIDTHS}
-        return {n: float(t.detach()) if isinstance(t, torch.Tensor) else float(t) for n, t in values.items()}
+        out: dict[str, float | tuple[float, ...]] = {}
+        for n in BANDWIDTHS:
+            t = getattr(self, n)
+            if isinstance(t, torch.Tensor):
+                out[n] = float(t.detach()) if t.dim() == 0 else tuple(t.detach().double().tolist())
+            else:
+                out[n] = t if isinstance(t, tuple) else float(t)
+        return out
 
     def kernel_key(self, message_passing: str = "lattice") -> tuple:
-        """What the CRF's kernels depend on, as a hashable key: the bandwidths, normalisation and message passing.
+        """What the CRF's kernels depend on, as a hashable key: bandwidths, normalisation, message passing, spacing.
 
         Every cache of :class:`~lab.crf.kernels.CRFKernels` is keyed on it (plus the image): weights and µ are
         not in it (they do not change the kernels); the window size is, for "window".
@@ -176,7 +268,8 @@ class CRFParams:
         """
         t = self.bandwidth_values()
         window = self.window_size if message_passing == "window" else None
-        return (t["theta_alpha"], t["theta_beta"], t["theta_gamma"], self.normalize, message_passing, window)
+        key = (t["theta_alpha"], t["theta_beta"], t["theta_gamma"], self.normalize, message_passing, window)
+        return key if self.spacing is None else (*key, self.spacing)
 
     @property
     def is_potts(self) -> bool:

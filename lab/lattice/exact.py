@@ -26,21 +26,22 @@ _MAX_FEATURE = 2.0**1020
 
 
 def _check_points(x: object, name: str) -> torch.Tensor:
-    """A real tensor of shape (N, K) or (B, K, H, W)."""
+    """A real tensor of shape (N, K) or (B, K, *spatial), 1–3 spatial axes."""
     check_tensor(x, name)
-    if x.dim() not in (2, 4):
-        raise ValueError(f"{name}: expected shape (N, K) or (B, K, H, W), got {tuple(x.shape)}")
+    if not 2 <= x.dim() <= 5:
+        raise ValueError(
+            f"{name}: expected shape (N, K) or (B, K, *spatial) with 1–3 spatial axes, got {tuple(x.shape)}"
+        )
     if x.is_complex():
         raise TypeError(f"{name}: expected real values, got {x.dtype}")
     return x
 
 
 def _points(x: torch.Tensor) -> torch.Tensor:
-    """(N, K) → (1, N, K); (B, K, H, W) → (B, H·W, K)."""
+    """(N, K) → (1, N, K); (B, K, *spatial) → (B, N, K), N the number of pixels or voxels, rows in C order."""
     if x.dim() == 2:
         return x[None]
-    b, k, h, w = x.shape
-    return x.permute(0, 2, 3, 1).reshape(b, h * w, k)
+    return x.movedim(1, -1).reshape(x.shape[0], -1, x.shape[1])
 
 
 def _kernel_rows(fi: torch.Tensor, f: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -95,14 +96,14 @@ def exact_gaussian_filter(
         Empty inputs (N = 0, C = 0 or d = 0; d = 0 means every pair has kernel 1) give what the sum says.
 
     Refuses (naming the argument): non-tensors; complex dtypes; integer or bool ``features``
-    (``TypeError``); shapes other than (N, K) / (B, K, H, W), layouts or sizes that differ between
+    (``TypeError``); shapes other than (N, K) / (B, K, *spatial), layouts or sizes that differ between
     ``values`` and ``features``, tensors on different devices, NaN/Inf in either, |features| ≥ 2^1020,
     an unknown ``normalize``, a ``chunk_size`` that is not an integer ≥ 1, and a result that overflows
     the output dtype (``ValueError``).
 
     Args:
-        values: (N, C) or (B, C, H, W).
-        features: (N, d) or (B, d, H, W) in the layout of ``values``, divided by the bandwidths.
+        values: (N, C) or (B, C, *spatial) (1–3 spatial axes).
+        features: (N, d) or (B, d, *spatial) in the layout of ``values``, divided by the bandwidths.
         normalize: "none" (K v), "after" (K v / K 1) or "symmetric" (D^−½ K D^−½ v, D = K 1).
         chunk_size: rows per chunk (default: B·rows·N·d about 2^22, 32 MiB of float64 differences).
 
@@ -122,7 +123,7 @@ def exact_gaussian_filter(
     if values.dim() != features.dim():
         raise ValueError(
             f"values: expected the layout of features {tuple(features.shape)} ((N, C) with (N, d), "
-            f"(B, C, H, W) with (B, d, H, W)), got {tuple(values.shape)}"
+            f"(B, C, *spatial) with (B, d, *spatial)), got {tuple(values.shape)}"
         )
     same = values.shape[0] == features.shape[0] and values.shape[2:] == features.shape[2:]
     if not same:
@@ -162,15 +163,15 @@ def exact_gaussian_filter(
         )
     if values.dim() == 2:
         return out[0]
-    _, c, h, w = values.shape
-    return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return out.reshape(b, *values.shape[2:], values.shape[1]).movedim(-1, 1)
 
 
 class ExactGaussian:
     """The exact filter over one batch of feature images, as an object with the lattice's ``filter_points``.
 
     Args:
-        features: (B, d, H, W) features divided by the bandwidths (differentiable: the filter then is too).
+        features: (B, d, *spatial) features divided by the bandwidths, 1–3 spatial axes (differentiable:
+            the filter then is too).
 
     Example:
         >>> g = ExactGaussian(torch.rand(1, 2, 3, 4))
@@ -179,8 +180,8 @@ class ExactGaussian:
     """
 
     def __init__(self, features: torch.Tensor) -> None:
-        b, _, h, w = features.shape
-        self.shape = (b, h, w)
+        b, _, *spatial = features.shape
+        self.shape = (b, *spatial)
         self.features = features
 
     @property
@@ -189,8 +190,7 @@ class ExactGaussian:
         return self.features.requires_grad
 
     def filter_points(self, x: torch.Tensor, normalize: str = "after") -> torch.Tensor:
-        """:func:`exact_gaussian_filter` of (M, C) point-layout values, M = B·H·W, rows ordered (b, y, x)."""
-        b, h, w = self.shape
-        image = x.view(b, h, w, -1).permute(0, 3, 1, 2)
+        """:func:`exact_gaussian_filter` of (M, C) point-layout values, M = B·(pixels or voxels), rows in C order."""
+        image = x.view(*self.shape, -1).movedim(-1, 1)
         out = exact_gaussian_filter(image, self.features, normalize)
-        return out.permute(0, 2, 3, 1).reshape(b * h * w, -1)
+        return out.movedim(1, -1).reshape(x.shape[0], -1)

@@ -51,22 +51,26 @@ def _make_ops(structure: LatticeStructure, backend: str):
 
 
 def _features_to_points(features: torch.Tensor) -> tuple[torch.Tensor, int, tuple[int, ...] | None]:
-    """(N, d) or (B, d, H, W) features → (M, d) points, B, and the image shape (B, H, W) or None."""
+    """(N, d) or (B, d, *spatial) features (1–3 spatial axes) → (M, d) points, B, and (B, *spatial) or None."""
     check_tensor(features, "features")
     if features.dim() == 2:
         return features, 1, None
-    if features.dim() == 4:
-        b, d, h, w = features.shape
-        return features.permute(0, 2, 3, 1).reshape(b * h * w, d), b, (b, h, w)
-    raise ValueError(f"features: expected shape (N, d) or (B, d, H, W), got {tuple(features.shape)}")
+    if 3 <= features.dim() <= 5:
+        b, d, *spatial = features.shape
+        points = features.movedim(1, -1).reshape(-1, d)  # (B, *spatial, d) → (M, d), rows in C order
+        return points, b, (b, *spatial)
+    raise ValueError(
+        f"features: expected shape (N, d) or (B, d, *spatial) with 1–3 spatial axes, got {tuple(features.shape)}"
+    )
 
 
 class PermutohedralLattice:
     """The permutohedral lattice of a point set: splat, blur and slice, built once, used many times.
 
     Args:
-        features: (N, d) points or (B, d, H, W) feature images, already divided by the bandwidths
-            (see :func:`lab.bilateral_features`). Any d ≥ 1; float32 or float64. Batch elements never
+        features: (N, d) points (a point cloud: any coordinates, colours, normals … divided by their
+            bandwidths), or (B, d, *spatial) feature images or volumes with 1–3 spatial axes (see
+            :func:`lab.bilateral_features`). Any d ≥ 1; float32 or float64. Batch elements never
             share a vertex, so filtering a batch equals filtering each element on its own. Features that
             require grad receive one from :meth:`filter` / :meth:`filter_points` (the analytic Gaussian
             gradient evaluated with the lattice filter; the lattice is built from the detached features,
@@ -78,7 +82,7 @@ class PermutohedralLattice:
             (:func:`lab.lattice.build_lattice`).
 
     Values passed to :meth:`filter`, :meth:`splat` and :meth:`slice` take the layout of the features:
-    (N, C) for (N, d) features, (B, C, H, W) for (B, d, H, W) features.
+    (N, C) for (N, d) features, (B, C, *spatial) for (B, d, *spatial) features.
 
     Example:
         >>> f = torch.rand(500, 2) * 4
@@ -141,15 +145,14 @@ class PermutohedralLattice:
         if self._image_shape is None or values.dim() == 2:  # already (M, C) points
             check_shape(values, name, [self.num_points, "C"])
             return values
-        b, h, w = self._image_shape
-        check_shape(values, name, [b, "C", h, w])
-        return values.permute(0, 2, 3, 1).reshape(b * h * w, values.shape[1])
+        b, *spatial = self._image_shape
+        check_shape(values, name, [b, "C", *spatial])
+        return values.movedim(1, -1).reshape(self.num_points, values.shape[1])
 
     def _from_points(self, points: torch.Tensor) -> torch.Tensor:
         if self._image_shape is None:
             return points
-        b, h, w = self._image_shape
-        return points.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        return points.reshape(*self._image_shape, -1).movedim(-1, 1)
 
     # ------------------------------------------------------------------------------- linear operators
     @property
@@ -184,7 +187,7 @@ class PermutohedralLattice:
         """Splat values onto the lattice vertices, each point onto its d+1 simplex corners.
 
         Args:
-            values: (N, C) or (B, C, H, W), as the features, or (M, C) in point layout (:meth:`to_points`).
+            values: (N, C) or (B, C, *spatial), as the features, or (M, C) in point layout (:meth:`to_points`).
 
         Returns:
             (V, C) vertex values, V = :attr:`num_vertices`.
@@ -214,7 +217,7 @@ class PermutohedralLattice:
             x: (V, C) vertex values.
 
         Returns:
-            (N, C) or (B, C, H, W), the layout of the features.
+            (N, C) or (B, C, *spatial), the layout of the features.
         """
         check_shape(x, "x", [self.num_vertices, "C"])
         x = self._check_values(x, "x")
@@ -260,7 +263,7 @@ class PermutohedralLattice:
         """Gaussian-filter values over the features: Σ_j exp(−|f_i − f_j|²/2) v_j, normalised.
 
         Args:
-            values: (N, C) or (B, C, H, W), as the features; float (half types are computed in float32).
+            values: (N, C) or (B, C, *spatial), as the features; float (half types are computed in float32).
             normalize: "none" (K v, divided by the lattice's kernel scale so that it approximates the
                 exact sum), "after" (K v / K 1, as CRF-RNN), or "symmetric" (D^−½ K D^−½ v with D = K 1,
                 pydensecrf's default).
@@ -275,7 +278,7 @@ class PermutohedralLattice:
         return (out if values.dim() == 2 else self._from_points(out)).to(values.dtype)
 
     def filter_points(self, x: torch.Tensor, normalize: str = "after") -> torch.Tensor:
-        """:meth:`filter` on values already in point layout (M, C), M = B·H·W, rows ordered (b, y, x).
+        """:meth:`filter` on values already in point layout (M, C): rows in C order ((b, y, x), (b, z, y, x)).
 
         Mean field keeps its Q map in this layout for all T iterations, so no permute is paid per filtering.
 
@@ -313,11 +316,11 @@ class PermutohedralLattice:
         return normalized(k, x, normalize, k1, self.structure.kernel_scale)
 
     def to_points(self, values: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) or (N, C) values → (M, C) point layout (a view where possible)."""
+        """(B, C, *spatial) or (N, C) values → (M, C) point layout (a view where possible)."""
         return self._to_points(values)
 
     def from_points(self, x: torch.Tensor) -> torch.Tensor:
-        """(M, C) point layout → the layout of the features ((B, C, H, W) or (N, C))."""
+        """(M, C) point layout → the layout of the features ((B, C, *spatial) or (N, C))."""
         return self._from_points(x)
 
     def __repr__(self) -> str:
@@ -336,8 +339,8 @@ def gaussian_filter(
     :class:`PermutohedralLattice` once and call its :meth:`~PermutohedralLattice.filter`.
 
     Args:
-        values: (N, C) or (B, C, H, W) float values.
-        features: (N, d) or (B, d, H, W) features divided by the bandwidths, matching ``values``.
+        values: (N, C) or (B, C, *spatial) float values.
+        features: (N, d) or (B, d, *spatial) features divided by the bandwidths, matching ``values``.
         normalize: "none", "after" or "symmetric" (see :meth:`PermutohedralLattice.filter`).
         backend: "auto", "torch" or "triton".
 
@@ -354,5 +357,22 @@ def gaussian_filter(
         >>> lab.gaussian_filter(img, f).square().sum().backward()
         >>> f.grad.shape
         torch.Size([1, 5, 16, 16])
+
+        A point cloud is any (N, d) set of features, each coordinate divided by its bandwidth (append colours,
+        normals … divided by theirs for a bilateral filter). Noisy labels on 1000 points in a unit cube,
+        smoothed over about 10 cm (θ = 0.1 in each coordinate):
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> xyz = torch.rand(1000, 3, generator=g)  # (N, 3) positions in metres
+        >>> truth = (xyz[:, 0] > 0.5).long()  # two halves of the cube
+        >>> noisy = torch.nn.functional.one_hot(truth, 2).float()
+        >>> flip = torch.rand(1000, generator=g) < 0.2
+        >>> noisy[flip] = 1 - noisy[flip]  # a fifth of the labels wrong
+        >>> smooth = lab.gaussian_filter(noisy, xyz / 0.1)  # (N, 2)
+        >>> exact = lab.exact_gaussian_filter(noisy, xyz / 0.1)  # the O(N²) sum it approximates
+        >>> [round(float((q.argmax(1) == truth).float().mean()), 2) for q in (noisy, smooth, exact)]
+        [0.8, 0.96, 0.96]
+        >>> bool((smooth - exact).abs().max() < 0.1)
+        True
     """
     return PermutohedralLattice(features, backend=backend).filter(values, normalize)

@@ -23,6 +23,7 @@ __all__ = [
     "check_memory",
     "check_vertices",
     "estimate_build_bytes",
+    "estimate_kernel_bytes",
     "prepare_features",
 ]
 
@@ -51,6 +52,26 @@ def estimate_build_bytes(num_points: int, d: int, num_vertices: int | None = Non
     entries = (d + 1) * num_points
     v = entries if num_vertices is None else num_vertices
     return 100 * entries + (100 + 110 * (d + 1)) * v + 1200 * min(v, _STENCIL_ROWS)
+
+
+def estimate_kernel_bytes(num_points: int, d: int, dtype: torch.dtype, *, lattice: bool = True) -> int:
+    """Memory a CRF's bilateral kernel over M points in d dimensions takes at least, in bytes (a lower estimate).
+
+    For a lattice: its features in ``dtype`` (size·d bytes per point), alive when the build's corner pass
+    starts, plus that pass (the build's first check, with the compiled builder's
+    :data:`_BYTES_BEFORE_VERTICES`). Otherwise (the exact and window filters): the features as they are formed,
+    in float64 and then rounded, 2·(8 + size)·d bytes per point. Checked by :class:`~lab.crf.CRFKernels` before
+    any feature is formed, so that a volume far too large is refused before it allocates; the build checks its
+    own estimates again as it goes.
+
+    Example:
+        >>> estimate_kernel_bytes(256**3, 4, torch.float32) / 2**30  # a 256³ one-channel volume: 16.8 M points
+        9.625
+    """
+    size = torch.finfo(dtype).bits // 8
+    if not lattice:
+        return 2 * (8 + size) * d * num_points
+    return (size * d + _BYTES_BEFORE_VERTICES["numba"] * (d + 1)) * num_points
 
 
 def check_memory(need: int, device: torch.device, what: str) -> None:

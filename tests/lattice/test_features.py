@@ -26,7 +26,12 @@ def test_spatial_features_from_shape_and_image():
 @pytest.mark.parametrize(
     ("call", "name"),
     [
-        (lambda: lab.bilateral_features(torch.zeros(1, 4, 2, 2), 1.0, 1.0), "image"),
+        (lambda: lab.bilateral_features(torch.zeros(1, 4, 2, 2, 2, 2), 1.0, 1.0), "image"),  # 4 spatial axes
+        (lambda: lab.bilateral_features(torch.zeros(1, 0, 2, 2), 1.0, 1.0), "image"),  # no channel
+        (lambda: lab.bilateral_features(torch.zeros(1, 1, 2, 2, 2), (1.0, 1.0), 1.0), "theta_alpha"),  # 2 for 3 axes
+        (lambda: lab.bilateral_features(torch.zeros(1, 7, 2, 2), 1.0, (1.0,) * 6), "theta_beta"),  # 6 for 7 channels
+        (lambda: lab.bilateral_features(torch.zeros(1, 1, 2, 2), 1.0, 1.0, spacing=(1.0, 0.0)), "spacing"),
+        (lambda: lab.spatial_features(1, size=(2, 2, 2, 2)), "size"),
         (lambda: lab.bilateral_features(torch.zeros(1, 3, 2, 2), 0.0, 1.0), "theta_alpha"),
         (lambda: lab.bilateral_features(torch.zeros(1, 3, 2, 2), 1.0, -2.0), "theta_beta"),
         (lambda: lab.spatial_features(1, 2, 2, theta_gamma=float("nan")), "theta_gamma"),

@@ -126,9 +126,9 @@ FEATURE_CASES = [
     ("θβ complex tensor", bil(tb=torch.tensor(1 + 1j)), TypeError, "theta_beta"),
     ("θβ bool tensor", bil(tb=torch.tensor(True)), TypeError, "theta_beta"),
     ("image ndarray", bil(img=np.zeros((1, 3, 4, 4))), TypeError, "image"),
-    ("image rank 3", bil(img=torch.zeros(3, 4, 4)), ValueError, "image"),
-    ("image 1 channel", bil(img=torch.zeros(1, 1, 4, 4)), ValueError, "image"),
-    ("image channels last", bil(img=torch.zeros(1, 4, 4, 3)), ValueError, "image"),
+    ("image rank 2", bil(img=torch.zeros(4, 4)), ValueError, "image"),  # (B, C, W) is a 1-D guide
+    ("image 0 channels", bil(img=torch.zeros(1, 0, 4, 4)), ValueError, "image"),  # C = 1 is a grayscale guide
+    ("image channels last", bil(img=torch.zeros(1, 8, 8, 3)), ValueError, "image"),
     ("image empty", bil(img=torch.zeros(1, 3, 0, 4)), ValueError, "image"),
     ("image bool", bil(img=torch.zeros(1, 3, 4, 4, dtype=torch.bool)), TypeError, "image"),
     ("image complex", bil(img=torch.zeros(1, 3, 4, 4, dtype=torch.complex64)), TypeError, "image"),
@@ -144,7 +144,7 @@ FEATURE_CASES = [
     ("spatial batch 0", lambda: lab.spatial_features(0, 4, 4), ValueError, "batch"),
     ("spatial batch 2.5", lambda: lab.spatial_features(2.5, 4, 4), ValueError, "batch"),
     ("spatial batch ndarray", lambda: lab.spatial_features(np.zeros((1, 3, 4, 4)), 4, 4), TypeError, "batch"),
-    ("spatial batch rank 3", lambda: lab.spatial_features(torch.zeros(3, 4, 4)), ValueError, "batch"),
+    ("spatial batch rank 2", lambda: lab.spatial_features(torch.zeros(4, 4)), ValueError, "batch"),
     ("spatial empty image", lambda: lab.spatial_features(torch.zeros(1, 3, 0, 4)), ValueError, "height"),
     ("spatial height str", lambda: lab.spatial_features(1, "4", 4), TypeError, "height"),
     ("spatial width bool", lambda: lab.spatial_features(1, 4, True), TypeError, "width"),
