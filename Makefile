@@ -83,7 +83,7 @@ test-gpu: $(VENV)/.stamp-dev
 test-install:
 	PYTHON="$(PYTHON)" TORCH_SPEC="$(TORCH_SPEC)" scripts/check_install.sh
 
-# The paper's Table 1 in miniature (about 27 min on 2 cores): results/paper_table.md and figures
+# The paper's Table 1 in miniature (17 min on 2 cores, the seeds side by side): results/paper_table.md and figures
 train: $(VENV)/.stamp-dev
 	$(PY) -m lab.train --out results
 
