@@ -42,14 +42,20 @@ def scene():
     return s.label.astype(np.uint8), prob.astype(np.float32)
 
 
-def test_fit_moves_the_knobs_and_mu_and_shows_the_curve(scene):
-    label, prob = scene
+def scene_with_prob_map(prob):
+    """The app at 64 px on 'synthetic scene 1' with ``prob`` uploaded as the unary (not yet run after the upload)."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     at.sidebar.slider(key="work_size").set_value(64).run()
     at.sidebar.selectbox(key="photo").set_value("synthetic scene 1").run()
     at.sidebar.radio(key="unary_source").set_value("Probability map (.npy/.npz)").run()
     at.sidebar.file_uploader(key="prob_upload").set_value(("p.npy", npy_bytes(prob), "application/octet-stream"))
+    return at
+
+
+def test_fit_moves_the_knobs_and_mu_and_shows_the_curve(scene):
+    label, prob = scene
+    at = scene_with_prob_map(prob)
     at.run()
     assert "fit_crf" not in [b.key for b in at.button]  # no ground truth yet: no fit
     at.file_uploader(key="truth_upload").set_value(("ids.png", png_bytes(label), "image/png")).run()
@@ -74,12 +80,7 @@ def test_fit_moves_the_knobs_and_mu_and_shows_the_curve(scene):
 
 def test_with_zero_iterations_the_fit_says_to_move_t(scene):
     label, prob = scene
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    at.sidebar.slider(key="work_size").set_value(64).run()
-    at.sidebar.selectbox(key="photo").set_value("synthetic scene 1").run()
-    at.sidebar.radio(key="unary_source").set_value("Probability map (.npy/.npz)").run()
-    at.sidebar.file_uploader(key="prob_upload").set_value(("p.npy", npy_bytes(prob), "application/octet-stream"))
+    at = scene_with_prob_map(prob)
     at.file_uploader(key="truth_upload").set_value(("ids.png", png_bytes(label), "image/png"))
     at.sidebar.slider(key="iterations").set_value(0).run()
     at.button(key="fit_crf").click().run()

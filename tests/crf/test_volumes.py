@@ -1,4 +1,4 @@
-"""Mean field beyond RGB photos: 3-D volumes, 1-D signals, grayscale and many-channel guides (issue 21).
+"""Mean field beyond RGB photos: 3-D volumes, 1-D signals, grayscale and many-channel guides.
 
 The ladder as for photos: the exact CRF in N-D against a dense float64 computation written out here (positions
 × spacing / θ per axis, channels / θ per channel); the lattice CRF against the exact one (measured bounds);
@@ -227,7 +227,7 @@ class TestPaths:
 
     @pytest.mark.parametrize("channels", [1, 7])  # d + 1 = 5 and 11 corners: the constexpr is not fixed at 6
     def test_fused_triton_iteration_in_3d_matches_pytorch(self, channels, device):
-        """A smoke test (L = 3, 3×4×5); the issue's d up to 10 with L up to 64 is a separate interpreter test."""
+        """A smoke test (L = 3, 3×4×5); d up to 10 with L up to 64 is not covered here."""
         pytest.importorskip("triton", reason="Triton is not installed")
         unary, guide = volume(channels, (3, 4, 5), labels=3)
         unary, guide, p = unary.float().to(device), guide.to(device), volume_params(channels)
