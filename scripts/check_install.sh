@@ -89,11 +89,15 @@ import re, sys
 from pathlib import Path
 blocks = re.findall(r"```python\n(.*?)```", Path(sys.argv[1]).read_text(), flags=re.S)
 assert blocks, "the README has no Python example"
-for code in blocks:
-    namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+namespaces = []
+for code in blocks:  # each block on its own, as a reader would paste it
+    namespaces.append({})
+    exec(compile(code, "README.md", "exec"), namespaces[-1])
+namespace = namespaces[0]  # the API example
 assert namespace["logits"].shape == (2, 21, 120, 160), namespace["logits"].shape
 assert len(namespace["trace"].history) == 6
+fitted = next(ns["result"] for ns in namespaces if "result" in ns)  # the fit_crf example
+assert fitted.stopped and 0.0 <= fitted.miou_after <= 1.0, (fitted.stopped, fitted.miou_after)
 print(f"  {len(blocks)} block(s) ran")
 EOF
 
