@@ -46,11 +46,33 @@ Example:
     crf-lab refine "shots/*.jpg" --prob-dir probs/ --out out/  # probs/NAME.npy per image
     crf-lab refine img.png --annotation-dir ann/ --params crf_params.json --save-q --overlay --out out/
     crf-lab refine photos/ --out refined/ --skip-existing      # finish an interrupted run
+    crf-lab refine scans/ --volume --prob-dir probs/ --out seg/ --overlay  # NIfTI / .npy volumes, in 3-D
+
+Volumes (--volume): the inputs are NIfTI (.nii, .nii.gz; needs nibabel, the 'volumes' extra) or .npy
+volumes, refined in 3-D at once: .npy (D, H, W) is one channel, (C, D, H, W) C channels, (H, W) a 2-D
+image; NIfTI (X, Y, Z) or (X, Y, Z, C) as stored. The spacing comes from the NIfTI header (usually mm) or
+--spacing, and θα, θγ are in its units (defaults 10 and 3 unless --params or the flag says otherwise); θβ
+is in the guide's own units (Hounsfield units for CT), by default a tenth of each channel's 1-99 % range.
+θα, θγ may be one number or one per axis ("6,6,6"), θβ one per channel. The unary is --prob-dir
+(NAME.npy/.npz/.nii(.gz), (L, *spatial) or (*spatial, L) on the same grid) or intensity clusters (--labels,
+--block in voxels, default 4). Outputs: NAME_labels.nii.gz (.nii) in the input's space for NIfTI inputs,
+NAME_labels.npy for .npy inputs, NAME_q.npy (L, *spatial) and NAME_overlay.png (the three orthogonal slices
+through the centre). --max-pixels caps the voxels, from the header.
 """
 
 
 class UsageError(LabError):
     """Bad arguments: reported with exit code 2."""
+
+
+def _numbers(text: str) -> float | tuple[float, ...]:
+    """A θ or spacing flag: one number, or comma-separated numbers (one per axis or channel)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
 
 
 def _max_pixels(text: str) -> int | None:
@@ -77,7 +99,25 @@ def check_options(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--labels: expected an integer from 2 to {MAX_LABELS} (label maps are palette PNGs), got {args.labels}"
         )
-    if args.block < 1:
+    if args.volume:
+        for option, given in (
+            ("--unary voc", args.unary == "voc"),
+            ("--annotation-dir", args.annotation_dir is not None),
+            ("--max-side", args.max_side != 0),
+            ("--message-passing window", args.message_passing == "window"),
+        ):
+            if given:
+                raise UsageError(
+                    f"{option}: not for --volume (volumes take --prob-dir or intensity clusters, lattice or exact "
+                    "message passing, and keep their size: resample them first)"
+                )
+    if args.spacing is not None and not args.volume:
+        raise UsageError("--spacing: applies to --volume only (a photo's positions are in pixels)")
+    if args.spacing is not None:
+        values = args.spacing if isinstance(args.spacing, tuple) else (args.spacing,)
+        if not all(0 < v < float("inf") for v in values):
+            raise UsageError(f"--spacing: expected positive finite numbers (one, or one per axis), got {args.spacing}")
+    if args.block is not None and args.block < 1:
         raise UsageError(f"--block: expected a tile size in pixels >= 1, got {args.block}")
     temperature = 1.0 if args.unary_temperature is None else args.unary_temperature
     if not 0 < temperature < float("inf"):  # also refuses NaN
@@ -141,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="--unary voc: U = log_softmax(logits / T), T > 0; T > 1 softens the network's confidence (default 1.0)",
     )
     u.add_argument("--labels", type=int, default=4, help="colour clusters: number of labels L, 2..256 (default 4)")
-    u.add_argument("--block", type=int, default=16, help="colour clusters: tile size in pixels, >= 1 (default 16)")
+    u.add_argument(
+        "--block", type=int, help="colour / intensity clusters: tile size in pixels (voxels), >= 1 (default 16; 4)"
+    )
     u.add_argument(
         "--confidence",
         type=float,
@@ -150,9 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c = r.add_argument_group("CRF (a --params JSON from the app, then these flags override it)")
     c.add_argument("--params", help="parameters JSON (the app's download)")
-    c.add_argument("--theta-alpha", dest="theta_alpha", type=float, help="bilateral spatial width θα, px (80)")
-    c.add_argument("--theta-beta", dest="theta_beta", type=float, help="bilateral colour width θβ, 0..255 (13)")
-    c.add_argument("--theta-gamma", dest="theta_gamma", type=float, help="smoothness width θγ, px (3)")
+    c.add_argument(
+        "--theta-alpha",
+        dest="theta_alpha",
+        type=_numbers,
+        help="bilateral spatial width θα, px (80), or a,b,c per axis",
+    )
+    c.add_argument(
+        "--theta-beta",
+        dest="theta_beta",
+        type=_numbers,
+        help="bilateral colour width θβ, 0..255 (13), or a,b per channel",
+    )
+    c.add_argument(
+        "--theta-gamma",
+        dest="theta_gamma",
+        type=_numbers,
+        help="smoothness width θγ, px (3), or a,b,c per axis",
+    )
     c.add_argument("--w-bilateral", dest="w_bilateral", type=float, help="bilateral weight (10)")
     c.add_argument("--w-spatial", dest="w_spatial", type=float, help="spatial weight (3)")
     c.add_argument("--normalize", choices=("after", "symmetric", "none"), help="kernel normalisation (after)")
@@ -184,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_PIXELS,
         help=f"refuse images with more pixels than this, read from the header before decoding "
         f"(default {DEFAULT_MAX_PIXELS}; 0 or none: no cap)",
+    )
+    v = r.add_argument_group("volumes")
+    v.add_argument(
+        "--volume",
+        action="store_true",
+        help="the inputs are NIfTI (.nii, .nii.gz) or .npy volumes, refined in 3-D (see Volumes above)",
+    )
+    v.add_argument(
+        "--spacing",
+        type=_numbers,
+        help="voxel size per axis in the array's axis order, or one number (default: the NIfTI header's, or 1)",
     )
     o = r.add_argument_group("outputs")
     o.add_argument("--save-q", action="store_true", help="also write Q as NAME_q.npy, (L, H, W) float32")

@@ -26,12 +26,14 @@ from lab.cli.plan import (
     IMAGE_SUFFIXES,
     collect,
     companions,
+    count_volumes,
     find_companion,
     outputs_complete,
     plan_outputs,
     prepare_out,
 )
 from lab.cli.signals import Interrupted, Signals
+from lab.cli.volumes import encode_volume_outputs, refine_volume
 from lab.cli.writing import StopBatch, encode_outputs, write_outputs
 
 # unary_report reads every value it gets in float64; on at most 128 × 128 pixels (a strided copy of larger
@@ -61,7 +63,8 @@ def _unary(args: argparse.Namespace, path: Path, image: np.ndarray, voc=None):
             ann = np.asarray(Image.fromarray(ann).resize((w, h), Image.Resampling.NEAREST))
         unary, _ = unary_from_annotation(ann, args.confidence, name=str(source))
         return unary, [f"annotation {source.name}"]
-    unary, _ = coarse_colour_clusters(image, n_labels=args.labels, block=args.block, confidence=args.confidence)
+    block = 16 if args.block is None else args.block
+    unary, _ = coarse_colour_clusters(image, n_labels=args.labels, block=block, confidence=args.confidence)
     return unary, ["colour-cluster unary"]
 
 
@@ -169,7 +172,7 @@ def _reraise_interrupt(exc: BaseException) -> None:
 
 def _failure_text(exc: BaseException, path: Path) -> str:
     if isinstance(exc, MemoryError):
-        text = f"out of memory{f' ({exc})' if str(exc) else ''}; try --max-side"
+        text = f"out of memory{f' ({exc})' if str(exc) else ''}; try --max-side (volumes: resample them first)"
     elif isinstance(exc, (ValueError, TypeError, OSError, RuntimeError)):
         text = str(exc) or type(exc).__name__
     else:
@@ -191,11 +194,14 @@ def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitSt
     try:
         check_options(args)
         params, iterations = crf_params(args)
-        found = collect(args.inputs)
+        found = collect(args.inputs, args.volume)
         if not found.files and not found.problems:
+            what = "volumes (.nii, .nii.gz, .npy)" if args.volume else f"images ({', '.join(IMAGE_SUFFIXES)})"
+            volumes = 0 if args.volume else count_volumes(args.inputs)
             raise UsageError(
-                f"inputs: no images ({', '.join(IMAGE_SUFFIXES)}) found in {args.inputs}"
+                f"inputs: no {what} found in {args.inputs}"
                 + (f" ({len(found.own_outputs)} files are this tool's outputs)" if found.own_outputs else "")
+                + (f"; {volumes} volume files are there: add --volume to refine them" if volumes else "")
             )
         plan = plan_outputs(found.files, out, args)
         prepare_out(out)
@@ -228,8 +234,14 @@ def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitSt
                 continue
             t0 = time.perf_counter()
             try:
-                image, labels, q, notes, checked = _refine_one(args, path, params, iterations, voc)
-                write_outputs(encode_outputs(targets, image, labels, q), signals, mode)
+                if args.volume:
+                    volume, labels, q, notes, checked = refine_volume(args, path, params, iterations, unary_summary)
+                    write_outputs(encode_volume_outputs(targets, volume, labels, q), signals, mode)
+                    size = "x".join(map(str, volume.spatial_shape)) + f" (C={volume.channels})"
+                else:
+                    image, labels, q, notes, checked = _refine_one(args, path, params, iterations, voc)
+                    write_outputs(encode_outputs(targets, image, labels, q), signals, mode)
+                    size = f"{image.shape[1]}x{image.shape[0]}"
             except StopBatch:  # the disk is full: no later image can be written either
                 raise
             except Exception as exc:  # a bad file, or one this machine cannot process: report, go on
@@ -241,7 +253,7 @@ def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitSt
             current = None
             ms = 1e3 * (time.perf_counter() - t0)
             print(
-                f"{prefix}: ok, {image.shape[1]}x{image.shape[0]}, L={q.shape[0]}, {ms:.0f} ms ({'; '.join(notes)})",
+                f"{prefix}: ok, {size}, L={q.shape[0]}, {ms:.0f} ms ({'; '.join(notes)})",
                 *(f"    {line}" for line in checked),
                 sep="\n",
                 file=sys.stderr,
@@ -264,7 +276,7 @@ def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitSt
         )
         return exc.exit_code
     print(
-        f"{refined + existing} of {total} images refined into {out}"
+        f"{refined + existing} of {total} {'volumes' if args.volume else 'images'} refined into {out}"
         + (f" ({existing} already there, skipped)" if existing else "")
         + (f"; {failures} failed" if failures else ""),
         file=sys.stderr,

@@ -11,6 +11,7 @@ overwrite an input or a companion file; :func:`outputs_complete` is what ``--ski
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import glob
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from lab.cli.args import UsageError
 from lab.cli.writing import SOFTWARE_TAG
+from lab.data.volumes import NIFTI_SUFFIXES, NIFTI_TAG, volume_stem, volume_suffix
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 # looked for in folders too, so that they get a clear "not supported" instead of being ignored
@@ -87,6 +89,27 @@ def _entry_problem(path: Path) -> str | None:
     return None
 
 
+def _is_own_volume_output(path: Path, stems: set[str]) -> bool:
+    """Whether ``path`` is a volume this tool wrote.
+
+    That is NAME_labels / NAME_q beside an input NAME, or a NIfTI whose header's descrip field carries
+    :data:`NIFTI_TAG` (read from the header only).
+    """
+    stem = volume_stem(path)
+    for ending in ("_labels", "_q"):
+        if stem.endswith(ending) and stem[: -len(ending)] in stems:
+            return True
+    if volume_suffix(path) in NIFTI_SUFFIXES:
+        try:
+            import nibabel as nib
+
+            descrip = bytes(nib.load(os.fspath(path)).header["descrip"].item()).rstrip(b"\0")
+        except Exception:  # no nibabel, or not readable: certainly not ours; reading it reports the problem
+            return False
+        return descrip.startswith(NIFTI_TAG.encode())
+    return False
+
+
 def _add_candidate(found: Inputs, path: Path) -> None:
     problem = _entry_problem(path)
     if problem == "a folder":
@@ -99,14 +122,19 @@ def _add_candidate(found: Inputs, path: Path) -> None:
         found.files.append(path)
 
 
-def collect(inputs: list[str]) -> Inputs:
-    """The images that files, folders (not searched recursively) and globs name, each once, in order.
+def _matches(name: str, volumes: bool) -> bool:
+    if volumes:
+        return volume_suffix(name) is not None
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES + _REFUSED_SUFFIXES
 
-    Entries that cannot be read as files go to ``problems``; PNGs this tool wrote to ``own_outputs``. A name
-    that is no file, folder or matching glob is a :class:`UsageError`.
+
+def collect(inputs: list[str], volumes: bool = False) -> Inputs:
+    """The images (``volumes``: the volumes) that files, folders (not searched recursively) and globs name.
+
+    Each once, in order. Entries that cannot be read as files go to ``problems``; PNGs (volumes) this tool
+    wrote to ``own_outputs``. A name that is no file, folder or matching glob is a :class:`UsageError`.
     """
     found = Inputs()
-    wanted = IMAGE_SUFFIXES + _REFUSED_SUFFIXES
     for item in inputs:
         p = Path(item)
         if p.is_dir():
@@ -117,9 +145,12 @@ def collect(inputs: list[str]) -> Inputs:
                 found.problems.append((str(p), f"the folder cannot be listed ({exc.strerror})"))
                 continue
             for n in names:
-                if Path(n).suffix.lower() in wanted:
+                if _matches(n, volumes):
                     _add_candidate(found, p / n)
         elif os.path.lexists(p):  # a file, or a link that does not lead to one (reported by _add_candidate)
+            if not volumes and volume_suffix(p) is not None and not _entry_problem(p):
+                found.problems.append((str(p), "a volume (.nii, .nii.gz, .npy): add --volume to refine it in 3-D"))
+                continue
             _add_candidate(found, p)
         else:
             matches = sorted(Path(m) for m in glob.glob(item))
@@ -134,7 +165,26 @@ def collect(inputs: list[str]) -> Inputs:
             seen.add(key)
             unique.append(f)
     found.files = unique
+    if volumes:
+        stems = {volume_stem(f) for f in found.files}
+        found.own_outputs += [f for f in found.files if _is_own_volume_output(f, stems)]
+        found.files = [f for f in found.files if f not in found.own_outputs]
     return found
+
+
+def count_volumes(inputs: list[str]) -> int:
+    """How many volume files the folders among ``inputs`` hold (for the hint when no image is found)."""
+    count = 0
+    for item in inputs:
+        if Path(item).is_dir():
+            with contextlib.suppress(OSError), os.scandir(item) as it:
+                count += sum(1 for e in it if volume_suffix(e.name) is not None)
+    return count
+
+
+def input_stem(path: Path, args: argparse.Namespace) -> str:
+    """NAME of an input, which its outputs and companion files are named after (``ct.nii.gz`` → ``ct``)."""
+    return volume_stem(path) if getattr(args, "volume", False) else path.stem
 
 
 def find_companion(folder: Path, stem: str, suffixes: tuple[str, ...], what: str) -> Path:
@@ -149,6 +199,8 @@ def find_companion(folder: Path, stem: str, suffixes: tuple[str, ...], what: str
 def companions(args: argparse.Namespace) -> tuple[Path, tuple[str, ...], str] | None:
     """Where each image's companion file is looked for: (folder, suffixes, what it is), or None."""
     if args.prob_dir:
+        if getattr(args, "volume", False):
+            return Path(args.prob_dir), (".npy", ".npz", *NIFTI_SUFFIXES), "probability volume"
         return Path(args.prob_dir), (".npy", ".npz"), "probability map"
     if args.annotation_dir:
         return Path(args.annotation_dir), IMAGE_SUFFIXES, "annotation"
@@ -157,7 +209,12 @@ def companions(args: argparse.Namespace) -> tuple[Path, tuple[str, ...], str] | 
 
 def _targets(path: Path, out: Path, args: argparse.Namespace) -> dict[str, Path]:
     keys = ["labels"] + (["q"] if args.save_q else []) + (["overlay"] if args.overlay else [])
-    return {k: out / f"{path.stem}{OUTPUT_SUFFIXES[k]}" for k in keys}
+    suffixes = dict(OUTPUT_SUFFIXES)
+    if getattr(args, "volume", False):  # label volumes in the input's format: NIfTI beside NIfTI, else .npy
+        suffix = volume_suffix(path)
+        suffixes["labels"] = f"_labels{suffix if suffix in NIFTI_SUFFIXES else '.npy'}"
+    stem = input_stem(path, args)
+    return {k: out / f"{stem}{suffixes[k]}" for k in keys}
 
 
 def plan_outputs(files: list[Path], out: Path, args: argparse.Namespace) -> dict[Path, dict[str, Path]]:
@@ -180,7 +237,7 @@ def plan_outputs(files: list[Path], out: Path, args: argparse.Namespace) -> dict
         folder, suffixes, _ = where
         for f in files:
             for s in suffixes:
-                c = folder / f"{f.stem}{s}"
+                c = folder / f"{input_stem(f, args)}{s}"
                 if c.is_file():
                     given.setdefault(c.resolve(), c)
     for f, targets in plan.items():
