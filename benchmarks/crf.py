@@ -2,6 +2,7 @@
 
     python benchmarks/crf.py            # 0.06 … 4 MP; L = 2, 21, 59; T = 5 (and 10 at 0.25, 1 MP); 1 and 2 threads
     python benchmarks/crf.py --quick    # 0.06 and 0.25 MP, L = 2, 21, T = 5, the current thread count
+    python benchmarks/crf.py --volumes  # instead: 3-D volumes 64³, 128³, 256³ (C = 1), L = 2, 8; MONAI beside
 
 Both sides do the whole job from (image, unary) to Q: build the kernels' lattices, T iterations.
 pydensecrf: DenseCRF2D + addPairwiseGaussian(sxy=3, compat=3) + addPairwiseBilateral(sxy=80, srgb=13,
@@ -17,22 +18,36 @@ one iteration must move through memory — read U, write Q, read Q again for the
 and read the (6 + 3) corner indices and weights twice, for the slice and the splat (144 bytes per pixel) —
 divided by this machine's copy bandwidth, measured in the same run on one (M, L) float32 map (read + write).
 "achieved" = roofline / per-iteration time.
+
+Volumes (``--volumes``): a synthetic CT-like volume (smooth blobs in HU plus noise, C = 1: d = 4 and 3), an
+intensity-cluster unary, θ in voxels and HU. Per row: the kernels' build (both lattices, cold), T = 5 on
+them, per iteration as above, and the process's RSS before the row and its peak (VmHWM, reset before the row;
+what the build added, read right after it, and what the whole row added), beside the memory the build's
+pre-build check refuses below (``estimate_kernel_bytes``, documented as a lower estimate) and mean field's own
+(upper) estimate of what it adds beyond the kernels. MONAI's ``monai.networks.blocks.CRF`` runs beside where
+it can (the same θ and weights, its own update); where it cannot, one line says why. 256³ is 16.8 M voxels:
+~9 GiB, ~2 minutes for the whole table; run it once.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 
 import numba
 import numpy as np
 import torch
+from app_memory import GiB, peak_bytes, reset_peak, rss_bytes
 from machine import describe
 from skimage import data, transform
 
 import lab
 from lab.crf import CRFParams, mean_field
 from lab.crf.kernels import CRFKernels, _spatial_lattice
+from lab.crf.mean_field import estimate_mean_field_bytes
+from lab.explore import trim_heap
+from lab.lattice.limits import estimate_kernel_bytes
 
 SIZES_MP = {0.06: 250, 0.25: 512, 1.0: 1000, 4.0: 2000}
 PARAMS = CRFParams(
@@ -219,12 +234,146 @@ def breakdown(side: int = 512, num_labels: int = 21, iterations: int = 5) -> Non
         print(f"| … one iteration: {name} | {1e3 * seconds:.1f} |")
 
 
+# ------------------------------------------------------------------------------------------------ volumes
+VOLUME_SIDES = (64, 128, 256)
+VOLUME_LABELS = (2, 8)
+VOLUME_ITERATIONS = 5
+VOLUME_PARAMS = CRFParams(
+    theta_alpha=(5.0, 5.0, 5.0), theta_beta=20.0, theta_gamma=(1.5, 1.5, 1.5), w_bilateral=5.0, w_spatial=3.0,
+    normalize="symmetric",
+)  # θ in voxels (unit spacing) and HU  # fmt: skip
+
+
+def synthetic_volume(side: int, seed: int = 0) -> torch.Tensor:
+    """(1, 1, side, side, side) float32 CT-like guide: six Gaussian blobs (+40 … +160 HU) on −40 HU, noise σ = 15.
+
+    Each blob is separable (a product of three 1-D Gaussians), so a 256³ volume costs three outer products.
+    """
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.arange(side, dtype=torch.float32)
+    volume = torch.full((side, side, side), -40.0)
+    for _ in range(6):
+        centre = torch.rand(3, generator=g) * side
+        radius = (0.08 + 0.12 * torch.rand(1, generator=g)) * side
+        height = 40.0 + 120.0 * float(torch.rand(1, generator=g))
+        z, y, x = (torch.exp(-0.5 * ((axis - c) / radius) ** 2) for c in centre)
+        volume += height * z[:, None, None] * y[None, :, None] * x[None, None, :]
+    volume += 15.0 * torch.randn(side, side, side, generator=g)
+    return volume[None, None]
+
+
+def volume_unary(guide: torch.Tensor, num_labels: int, seed: int = 0) -> torch.Tensor:
+    """(1, L, *spatial) log-probabilities of L intensity clusters (levels spread over the guide's 1–99 % range)."""
+    g = torch.Generator().manual_seed(seed)
+    sample = guide.reshape(-1)[:: max(guide.numel() // 100_000, 1)]
+    lo, hi = torch.quantile(sample, torch.tensor([0.01, 0.99])).tolist()
+    levels = torch.linspace(lo, hi, num_labels).view(1, num_labels, 1, 1, 1)
+    spread = (hi - lo) / num_labels
+    logits = -0.5 * ((guide - levels) / spread) ** 2
+    return torch.log_softmax(logits + 0.5 * torch.randn(logits.shape, generator=g), 1)
+
+
+def monai_crf():
+    """(MONAI's version, a runner q = run(unary, guide) or None, the one-line reason it cannot run here)."""
+    try:
+        import monai
+        from monai.networks.blocks import CRF
+    except Exception as exc:  # not installed, or it fails to import: say so and go on
+        return None, None, f"MONAI not importable here ({type(exc).__name__}: {exc})"
+    p = VOLUME_PARAMS
+    crf = CRF(
+        iterations=VOLUME_ITERATIONS, bilateral_weight=p.w_bilateral, gaussian_weight=p.w_spatial,
+        bilateral_spatial_sigma=p.theta_alpha[0], bilateral_color_sigma=p.theta_beta,
+        gaussian_spatial_sigma=p.theta_gamma[0], compatibility_matrix=None,
+    )  # fmt: skip
+
+    def run(unary: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return crf(unary, guide)
+
+    try:  # a tiny volume first: MONAI's permutohedral filter needs its compiled extension monai._C
+        run(volume_unary(synthetic_volume(8), 2), synthetic_volume(8))
+    except Exception as exc:  # whatever stops it: one line, and the table goes on without it
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return (
+            monai.__version__,
+            None,
+            f"MONAI {monai.__version__}'s CRF fails on the CPU: {type(exc).__name__}: {first}",
+        )
+    return monai.__version__, run, ""
+
+
+def volume_row(guide: torch.Tensor, unary: torch.Tensor, monai_run) -> str:
+    """One row of the volume table: a cold build, T = 0 and T = 5 on it, the peak RSS after the build and after all."""
+    t, points, num_labels = VOLUME_ITERATIONS, guide[0, 0].numel(), unary.shape[1]
+    gc.collect()
+    trim_heap()
+    _spatial_lattice.cache_clear()  # cold: both lattices built in the row
+    before, reset = rss_bytes(), reset_peak()
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        kernels = CRFKernels(guide, VOLUME_PARAMS, backend="torch")
+        build = time.perf_counter() - t0
+        build_added = peak_bytes() - before if reset else float("nan")
+        none = timed(lambda: mean_field(unary, guide, VOLUME_PARAMS, 0, keep=None, kernels=kernels))
+        full = timed(lambda: mean_field(unary, guide, VOLUME_PARAMS, t, keep=None, kernels=kernels))
+    added = peak_bytes() - before if reset else float("nan")
+    floor = estimate_kernel_bytes(points, 4, torch.float32)  # what CRFKernels checks before forming features
+    estimate = estimate_mean_field_bytes(kernels, num_labels, t, None, torch.float32, False)
+    vertices = " / ".join(str(lat.num_vertices) for lat in kernels.lattices)
+    monai_cell = f"{timed(lambda: monai_run(unary, guide)):.2f}" if monai_run is not None else "—"
+    side = guide.shape[-1]
+    cells = [
+        f"{side}³", str(points), str(num_labels), vertices, f"{build:.2f}", f"{full:.2f}", f"{(full - none) / t:.3f}",
+        f"{before / GiB:.2f}", f"{(before + added) / GiB:.2f}", f"{build_added / GiB:.2f}", f"{added / GiB:.2f}",
+        f"{floor / GiB:.2f}", f"{floor / build_added:.2f}", f"{estimate / GiB:.2f}", monai_cell,
+    ]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def volume_rows(sides: list[int], labels: list[int]) -> None:
+    """The volume table: build, T = 5, per iteration and peak RSS for each side and L; MONAI beside."""
+    monai_version, monai_run, why = monai_crf()
+    p, t = VOLUME_PARAMS, VOLUME_ITERATIONS
+    print(
+        f"\n## 3-D volumes, guide + unary → Q (C = 1: d = 4 / 3; symmetric, Potts, θα={p.theta_alpha[0]} "
+        f"θβ={p.theta_beta} θγ={p.theta_gamma[0]} voxels / HU, w={p.w_bilateral:g}/{p.w_spatial:g}, T={t}, "
+        "float32)\n"
+    )
+    if monai_run is None:
+        print(why + "\n")
+    with torch.no_grad():  # warm-up: Numba compiles the build and the iteration for d + 1 = 5, 4 and 8-wide rows
+        small = synthetic_volume(16)
+        for num_labels in labels:
+            mean_field(volume_unary(small, num_labels), small, p, t, keep=None, backend="torch")
+    header_cells = [
+        "side", "voxels", "L", "vertices (bil. / spa.)", "build s", f"T={t} s", "iteration s", "RSS before GiB",
+        "peak RSS GiB", "build: peak − before GiB", "all: peak − before GiB", "build refusal floor GiB",
+        "floor / build's", "mean-field estimate GiB", f"MONAI T={t} s",
+    ]  # fmt: skip
+    print("| " + " | ".join(header_cells) + " |")
+    print("|" + "---|" * len(header_cells))
+    for side in sides:
+        guide = synthetic_volume(side)
+        for num_labels in labels:
+            print(volume_row(guide, volume_unary(guide, num_labels), monai_run), flush=True)
+    print(f"\nMONAI: {monai_version or 'not installed'}" + (", not run (the line above the table)" if why else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="0.06 and 0.25 MP, L = 2, 21, T = 5, current threads")
     ap.add_argument("--repeat", type=int, default=3, help="timed calls per side and cell (median)")
     ap.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1,2; --quick: current)")
+    ap.add_argument("--volumes", action="store_true", help="instead: the 3-D volume table (current threads)")
+    ap.add_argument(
+        "--sides", default=",".join(map(str, VOLUME_SIDES)), help="with --volumes: comma-separated volume sides"
+    )
     args = ap.parse_args()
+    if args.volumes:
+        print(header())
+        volume_rows([int(n) for n in args.sides.split(",")], list(VOLUME_LABELS))
+        return
     if args.threads:
         threads = [int(n) for n in args.threads.split(",")]
     else:
