@@ -36,6 +36,7 @@ EXPECTED = [
     "02_permutohedral_lattice.ipynb",
     "03_crf_as_rnn.ipynb",
     "04_playground.ipynb",
+    "05_volumes_and_other_guides.ipynb",
 ]
 KERNEL = "python3"
 CELL_TIMEOUT_S = 300  # the slowest cell (03's training) takes ≈ 25 s alone; generous for a loaded machine
@@ -107,7 +108,7 @@ REQUIRED_CALLS = {
 CHANGE_TABLE_HEADER = "| id | class | before | after | gained | lost | truth | iou_before | iou_after |"
 
 
-def test_the_four_notebooks_exist():
+def test_the_five_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == EXPECTED
 
 
