@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``crf-lab`` / ``python -m lab``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what summary.json records as the command
     try:
         if args.command == "fit":
             from lab.cli.fit import fit

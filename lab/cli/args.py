@@ -40,6 +40,13 @@ disk stops the batch, naming the file. Images above --max-pixels are refused fro
 decoding; --message-passing exact is refused above 96 × 96 pixels (it is O(N²)). Label maps hold at most
 256 labels (a palette PNG's pixel values are 0..255).
 
+Record: when the run ends (also after a failure, Ctrl-C or a full disk) the output folder gets summary.json
+and summary.csv: per input its status (ok, failed, skipped, existing, not reached), size, labels, unary
+source and verdict, warnings, time in ms, the share of pixels the CRF relabelled (changed), the files written
+or the error; summary.json also holds the command and the parameters used (readable by --params). A resumed
+run keeps the earlier entries of the images it skips. A summary.json / summary.csv that crf-lab did not
+write is never overwritten: the run is refused.
+
 Example:
     crf-lab refine photos/ --out refined/                      # built-in colour-cluster unary
     crf-lab refine photos/ --unary voc --out refined/          # the bundled 21-class VOC network

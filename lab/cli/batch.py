@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ from lab.cli.plan import (
     prepare_out,
 )
 from lab.cli.signals import Interrupted, Signals
+from lab.cli.summary import SUMMARY_CSV, SUMMARY_JSON, RunSummary
 from lab.cli.volumes import encode_volume_outputs, refine_volume
 from lab.cli.writing import StopBatch, encode_outputs, write_outputs
 
@@ -112,7 +114,10 @@ def unary_summary(unary) -> list[str]:
 
 
 def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, voc=None):
-    """The image, its labels and Q (L, H, W), notes and the unary's summary; a ValueError for what the user can fix."""
+    """The image, its labels, Q (L, H, W), notes, the unary's summary and the share of pixels relabelled.
+
+    A ValueError for what the user can fix.
+    """
     import torch
 
     from lab.crf import mean_field
@@ -152,7 +157,8 @@ def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, v
     labels = q.argmax(0)
     if voc is not None:
         notes.append(class_summary(labels, voc.class_names))
-    return image, labels, q, notes, checked
+    changed = float((unary[0].argmax(0).numpy() != labels).mean())
+    return image, labels, q, notes, checked, changed
 
 
 def _reraise_interrupt(exc: BaseException) -> None:
@@ -187,7 +193,36 @@ def refine(args: argparse.Namespace) -> int:
         return _refine(args, signals, stack)
 
 
+def _write_summary(summary: RunSummary, files: list[Path]) -> None:
+    """Write summary.json / .csv, the inputs not reached marked so; a failed write is reported, not raised."""
+    seen = {e["input"] for e in summary.entries}
+    for path in files:
+        if str(path) not in seen:
+            summary.add(path, "not reached")
+    mask = os.umask(0)
+    os.umask(mask)
+    try:
+        write_outputs(summary.payloads(), Signals(), 0o666 & ~mask)
+    except (OSError, StopBatch) as exc:
+        print(f"the run's summary could not be written: {exc}", file=sys.stderr)
+        return
+    print(f"summary: {summary.out / SUMMARY_JSON}, {summary.out / SUMMARY_CSV}", file=sys.stderr)
+
+
 def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitStack) -> int:
+    """The run; summary.json / .csv are written whenever it got as far as reading images."""
+    summary = RunSummary(Path(args.out), getattr(args, "argv", None))
+    files: list[Path] = []
+    try:
+        return _refine_inputs(args, signals, stack, summary, files)
+    finally:
+        if summary.parameters:  # set once the options, inputs and --out are settled
+            _write_summary(summary, files)
+
+
+def _refine_inputs(
+    args: argparse.Namespace, signals: Signals, stack: contextlib.ExitStack, summary: RunSummary, files: list[Path]
+) -> int:
     refined, existing, total = 0, 0, 0
     current: Path | None = None
     out = Path(args.out)
@@ -195,6 +230,7 @@ def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitSt
         check_options(args)
         params, iterations = crf_params(args)
         found = collect(args.inputs, args.volume)
+        files.extend(found.files)
         if not found.files and not found.problems:
             what = "volumes (.nii, .nii.gz, .npy)" if args.volume else f"images ({', '.join(IMAGE_SUFFIXES)})"
             volumes = 0 if args.volume else count_volumes(args.inputs)
@@ -205,6 +241,13 @@ def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitSt
             )
         plan = plan_outputs(found.files, out, args)
         prepare_out(out)
+        summary.check()  # a summary someone else wrote is refused before any image is read
+        from lab.explore import params_to_json
+
+        summary.parameters = json.loads(params_to_json(params, iterations=iterations))
+        summary.parameters.update(message_passing=args.message_passing, backend=args.backend)
+        if args.volume:
+            summary.parameters["note"] = "volumes: the spacing and θ of each are in its unary notes"
         voc = None
         if args.unary == "voc":  # loaded once for the whole batch (about 0.1 s), closed when the run ends
             from lab.unary.voc import VOCSegmenter, VOCUnavailable
@@ -217,6 +260,7 @@ def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitSt
         os.umask(mask)
         mode = 0o666 & ~mask  # what a plain open() would give the outputs
         for entry, why in found.problems:
+            summary.add(entry, "skipped", error=why)
             print(f"{entry}: SKIPPED: {why}", file=sys.stderr)
         if found.own_outputs:
             names = ", ".join(p.name for p in found.own_outputs[:3]) + (", ..." if len(found.own_outputs) > 3 else "")
@@ -230,16 +274,19 @@ def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitSt
             targets = plan[path]
             if args.skip_existing and outputs_complete(targets):
                 existing += 1
+                summary.add(path, "existing", outputs=[str(t) for t in targets.values()])
                 print(f"{prefix}: skipped, its outputs exist (--skip-existing)", file=sys.stderr)
                 continue
             t0 = time.perf_counter()
             try:
                 if args.volume:
-                    volume, labels, q, notes, checked = refine_volume(args, path, params, iterations, unary_summary)
+                    volume, labels, q, notes, checked, changed = refine_volume(
+                        args, path, params, iterations, unary_summary
+                    )
                     write_outputs(encode_volume_outputs(targets, volume, labels, q), signals, mode)
                     size = "x".join(map(str, volume.spatial_shape)) + f" (C={volume.channels})"
                 else:
-                    image, labels, q, notes, checked = _refine_one(args, path, params, iterations, voc)
+                    image, labels, q, notes, checked, changed = _refine_one(args, path, params, iterations, voc)
                     write_outputs(encode_outputs(targets, image, labels, q), signals, mode)
                     size = f"{image.shape[1]}x{image.shape[0]}"
             except StopBatch:  # the disk is full: no later image can be written either
@@ -247,11 +294,25 @@ def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitSt
             except Exception as exc:  # a bad file, or one this machine cannot process: report, go on
                 _reraise_interrupt(exc)
                 failures += 1
-                print(f"{prefix}: FAILED: {_failure_text(exc, path)}", file=sys.stderr)
+                why = _failure_text(exc, path)
+                summary.add(path, "failed", error=why, ms=round(1e3 * (time.perf_counter() - t0)))
+                print(f"{prefix}: FAILED: {why}", file=sys.stderr)
                 continue
             refined += 1
             current = None
             ms = 1e3 * (time.perf_counter() - t0)
+            summary.add(
+                path,
+                "ok",
+                size=size,
+                labels=int(q.shape[0]),
+                unary="; ".join(notes),
+                verdict=checked[0].removeprefix("unary: "),
+                warnings=[w.removeprefix("warning: ") for w in checked[1:]],
+                ms=round(ms),
+                changed=round(changed, 6),
+                outputs=[str(t) for t in targets.values()],
+            )
             print(
                 f"{prefix}: ok, {size}, L={q.shape[0]}, {ms:.0f} ms ({'; '.join(notes)})",
                 *(f"    {line}" for line in checked),

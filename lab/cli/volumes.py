@@ -75,7 +75,7 @@ def volume_params(args: argparse.Namespace, params, volume) -> tuple[object, lis
 
 
 def refine_volume(args: argparse.Namespace, path, params, iterations: int, summary):
-    """One volume refined: (volume, labels (*spatial), Q (L, *spatial), notes, ``summary(unary)``'s lines).
+    """One volume refined: (volume, labels, Q (L, *spatial), notes, ``summary(unary)``'s lines, share relabelled).
 
     ``summary`` is :func:`lab.cli.batch.unary_summary`, handed down (it reads a (1, L, H, W) view of U).
 
@@ -117,7 +117,9 @@ def refine_volume(args: argparse.Namespace, path, params, iterations: int, summa
             backend=args.backend,
         )
     q = trace.q[0].numpy()
-    return volume, q.argmax(0), q, notes + more, checked
+    labels = q.argmax(0)
+    changed = float((unary[0].argmax(0).numpy() != labels).mean())
+    return volume, labels, q, notes + more, checked, changed
 
 
 def _nifti_bytes(volume, labels: np.ndarray, gz: bool) -> bytes:
