@@ -321,6 +321,8 @@ def _refine_inputs(
             )
         signals.check()
     except StopBatch as exc:
+        if current is not None:
+            summary.add(current, "failed", error=f"stopped the batch: {exc}")
         print(
             f"STOPPED: {exc}. Nothing partial was left ({current}'s outputs were not written); "
             f"{refined + existing} of {total} images are complete in {out}. "

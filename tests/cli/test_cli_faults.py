@@ -35,7 +35,9 @@ run = cli_main  # (exit code, stderr) of crf-lab in this process
 
 
 def listing(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    """The files in ``folder`` but the run's record (summary.json / .csv, tested in test_cli_summary.py)."""
+    names = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    return [n for n in names if n not in ("summary.json", "summary.csv")]
 
 
 def no_partials(folder: Path) -> None:
@@ -162,6 +164,9 @@ def test_full_disk_stops_the_batch_and_leaves_nothing_partial(tmp_path, capsys, 
     assert "c.png" not in err  # never started
     no_partials(out)
     assert complete_sets(out) == {"a"}
+    record = json.loads((out / "summary.json").read_text())
+    assert [e["status"] for e in record["images"]] == ["ok", "failed", "not reached"]
+    assert "No space left on device" in record["images"][1]["error"]
     before = {n: (out / n).stat().st_mtime_ns for n in listing(out)}
     monkeypatch.undo()
     rc, err = run(capsys, "refine", d, "--out", out, "--save-q", "--overlay", "--skip-existing", *ITER)
