@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lab.cli.args import EXACT_MAX_PIXELS, UsageError, check_options
-from lab.cli.params import crf_params
+from lab.cli.params import crf_params, mean_field_q
 from lab.cli.plan import (
     IMAGE_SUFFIXES,
     collect,
@@ -118,9 +118,6 @@ def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, v
 
     A ValueError for what the user can fix.
     """
-    import torch
-
-    from lab.crf import mean_field
     from lab.data import load_image
     from lab.data.photos import ImageTooLargeError
     from lab.explore import fit_image, to_tensor
@@ -143,21 +140,9 @@ def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, v
         )
     unary, notes = _unary(args, path, image, voc)
     checked = unary_summary(unary)
-    with torch.no_grad():
-        trace = mean_field(
-            unary,
-            to_tensor(image),
-            params,
-            iterations=iterations,
-            keep=None,
-            message_passing=args.message_passing,
-            backend=args.backend,
-        )
-    q = trace.q[0].numpy()
-    labels = q.argmax(0)
+    q, labels, changed = mean_field_q(args, unary, to_tensor(image), params, iterations)
     if voc is not None:
         notes.append(class_summary(labels, voc.class_names))
-    changed = float((unary[0].argmax(0).numpy() != labels).mean())
     return image, labels, q, notes, checked, changed
 
 

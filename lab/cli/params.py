@@ -4,6 +4,7 @@
 (θ, weights, ``compat``, ``normalize``, ``window_size``, ``iterations``) before :class:`lab.crf.CRFParams`
 sees it, applies the flags in :data:`OVERRIDES` one by one so that a bad value names its flag, and returns
 the parameters with the number of mean-field iterations. Every error is a :class:`lab.cli.args.UsageError`.
+:func:`mean_field_q` runs mean field with them, as photos and volumes share it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,27 @@ def _check_params_doc(doc: object, where: str) -> None:
         v = doc.get(key)
         if key in doc and not (isinstance(v, int) and not isinstance(v, bool) and v >= least):
             raise bad(key, f"an integer >= {least}")
+
+
+def mean_field_q(args: argparse.Namespace, unary, guide, params: CRFParams, iterations: int):
+    """Mean field on the CPU as the options say: (Q (L, *spatial) numpy, labels, share of pixels relabelled)."""
+    import torch
+
+    from lab.crf import mean_field
+
+    with torch.no_grad():
+        trace = mean_field(
+            unary,
+            guide,
+            params,
+            iterations=iterations,
+            keep=None,
+            message_passing=args.message_passing,
+            backend=args.backend,
+        )
+    q = trace.q[0].numpy()
+    labels = q.argmax(0)
+    return q, labels, float((unary[0].argmax(0).numpy() != labels).mean())
 
 
 def crf_params(args: argparse.Namespace) -> tuple[CRFParams, int]:

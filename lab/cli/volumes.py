@@ -84,8 +84,8 @@ def refine_volume(args: argparse.Namespace, path, params, iterations: int, summa
     import torch
 
     from lab.cli.args import EXACT_MAX_PIXELS
+    from lab.cli.params import mean_field_q
     from lab.cli.plan import companions, find_companion, input_stem
-    from lab.crf import mean_field
     from lab.data.volumes import load_volume
     from lab.unary.volumes import intensity_clusters, load_volume_probabilities
 
@@ -106,19 +106,7 @@ def refine_volume(args: argparse.Namespace, path, params, iterations: int, summa
         notes = [f"intensity-cluster unary, block {block}"]
     params, more = volume_params(args, params, volume)
     checked = summary(unary.reshape(1, unary.shape[1], -1, volume.spatial_shape[-1]))
-    with torch.no_grad():
-        trace = mean_field(
-            unary,
-            torch.from_numpy(volume.data)[None],
-            params,
-            iterations=iterations,
-            keep=None,
-            message_passing=args.message_passing,
-            backend=args.backend,
-        )
-    q = trace.q[0].numpy()
-    labels = q.argmax(0)
-    changed = float((unary[0].argmax(0).numpy() != labels).mean())
+    q, labels, changed = mean_field_q(args, unary, torch.from_numpy(volume.data)[None], params, iterations)
     return volume, labels, q, notes + more, checked, changed
 
 

@@ -62,6 +62,16 @@ def _kmeans(x: torch.Tensor, k: int, seed: int, iterations: int = 25) -> torch.T
     return c
 
 
+def check_cluster_options(n_labels: int, block: int, confidence: float) -> None:
+    """The cluster unaries' options: L an integer ≥ 2, a block ≥ 1, a confidence in (1/L, 1)."""
+    if int(n_labels) != n_labels or n_labels < 2:
+        raise ValueError(f"n_labels: expected an integer >= 2, got {n_labels!r}")
+    if int(block) != block or block < 1:
+        raise ValueError(f"block: expected an integer >= 1, got {block!r}")
+    if not 1.0 / n_labels < confidence < 1:
+        raise ValueError(f"confidence: expected a number in (1/L, 1) = ({1 / n_labels:.3f}, 1), got {confidence!r}")
+
+
 def coarse_colour_clusters(
     image: np.ndarray, n_labels: int = 4, block: int = 16, confidence: float = 0.6, seed: int = 0
 ) -> tuple[torch.Tensor, np.ndarray]:
@@ -88,12 +98,7 @@ def coarse_colour_clusters(
         (torch.Size([1, 2, 32, 32]), 0, 1)
     """
     image = _check_rgb(image)
-    if int(n_labels) != n_labels or n_labels < 2:
-        raise ValueError(f"n_labels: expected an integer >= 2, got {n_labels!r}")
-    if int(block) != block or block < 1:
-        raise ValueError(f"block: expected an integer >= 1, got {block!r}")
-    if not 1.0 / n_labels < confidence < 1:
-        raise ValueError(f"confidence: expected a number in (1/L, 1) = ({1 / n_labels:.3f}, 1), got {confidence!r}")
+    check_cluster_options(n_labels, block, confidence)
     h, w, _ = image.shape
     x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]  # (1, 3, H, W), a copy
     tiles = F.avg_pool2d(x, block, ceil_mode=True)  # (1, 3, h', w')

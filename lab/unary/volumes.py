@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from lab.unary.convert import unary_from_labels
-from lab.unary.sources import MAX_LABELS, _kmeans, _read_array, _source_name
+from lab.unary.sources import MAX_LABELS, _kmeans, _read_array, _source_name, check_cluster_options
 
 _POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _NPZ_KEYS = ("prob", "probs", "q", "unary", "logits")
@@ -50,12 +50,7 @@ def intensity_clusters(
     volume = np.asarray(volume)
     if volume.ndim not in (2, 3, 4):
         raise ValueError(f"volume: expected (C, *spatial) with 1 to 3 spatial axes, got shape {volume.shape}")
-    if int(n_labels) != n_labels or n_labels < 2:
-        raise ValueError(f"n_labels: expected an integer >= 2, got {n_labels!r}")
-    if int(block) != block or block < 1:
-        raise ValueError(f"block: expected an integer >= 1, got {block!r}")
-    if not 1.0 / n_labels < confidence < 1:
-        raise ValueError(f"confidence: expected a number in (1/L, 1) = ({1 / n_labels:.3f}, 1), got {confidence!r}")
+    check_cluster_options(n_labels, block, confidence)
     x = torch.from_numpy(np.array(volume, dtype=np.float32))[None]  # (1, C, *spatial), a copy
     if not bool(torch.isfinite(x).all()):
         raise ValueError("volume: expected finite values, got NaN or Inf")
