@@ -1,0 +1,353 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Playground
+#
+# Turn the knobs and watch mean field work. Pick a photo and where its unary comes from: weak colour
+# clusters (roughly right, wrong boundaries: the CRF has a lot to do) or the bundled PASCAL VOC network
+# (`lab.unary.voc_unary`: a real 21-class unary, softened by its temperature). Set the bandwidths θα, θβ,
+# θγ, the two kernel weights and the number of iterations T; scrub through the iterations t = 0..T and pick
+# the label whose probability you want to see (with the VOC network: one of the classes it finds in the
+# photo). The top row shows labels (the legend names the classes on screen), the bottom row the chosen
+# label's probability under the unary and under $Q_t$, the entropy of $Q_t$, and the mean-field objective.
+#
+# **What is cached.** The lattices depend only on the image and θ (notebook 02), so they are built once per
+# (image, θα, θβ, θγ) with `lab.explore.build_kernels`; moving a weight, T, t, the label or the unary
+# reuses them.
+# A whole run is cached too, so scrubbing t costs only the drawing. (The widgets need a live kernel: run the
+# notebook in JupyterLab, `make lab`. Without one, the last cell draws the same figure for fixed settings.)
+
+# %%
+import functools
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import display
+from matplotlib.patches import Patch
+
+from lab.crf import CRFParams
+from lab.data import sample_images
+from lab.explore import build_kernels, fit_image, run_crf, to_tensor
+from lab.explore.voc_view import present_classes
+from lab.unary import coarse_colour_clusters, voc_status, voc_unary
+from lab.viz import PALETTE, changed_mask, entropy_map, overlay
+
+torch.set_num_threads(1)  # shared machine: one thread
+plt.rcParams.update({"figure.dpi": 80, "image.interpolation": "nearest"})
+
+SIZE = 112  # working size in pixels (longer side)
+N_LABELS = 4
+PHOTOS = {name: fit_image(img, SIZE) for name, img in
+          sample_images(["astronaut", "chelsea", "coffee", "rocket", "grace_hopper"]).items()}
+CLUSTERS, VOC = "colour clusters", "VOC network"
+voc_ok, voc_reason = voc_status()  # (False, why) where mediapipe or the bundled model is missing
+SOURCES = [CLUSTERS, VOC] if voc_ok else [CLUSTERS]
+if not voc_ok:
+    print(f"The VOC network cannot run here, so the playground offers colour clusters only: {voc_reason}")
+
+
+@functools.cache
+def inputs(name, source=CLUSTERS, temperature=1.0):
+    """The image tensor (1, 3, H, W), its unary U (1, L, H, W) and the L class names, once per setting.
+
+    Colour clusters: a weak unary of N_LABELS labels. The VOC network: log_softmax(logits / temperature),
+    21 classes."""
+    if source == VOC:
+        unary, names = voc_unary(PHOTOS[name], temperature)
+    else:
+        unary, _ = coarse_colour_clusters(PHOTOS[name], n_labels=N_LABELS, block=14, confidence=0.55)
+        names = tuple(f"label {l}" for l in range(N_LABELS))
+    return to_tensor(PHOTOS[name]), unary, names
+
+
+def label_choices(name, source):
+    """The label dropdown's (text, id) options and its default: every cluster label, or the VOC classes in
+    the network's arg-max (the temperature does not change it), defaulting to the largest non-background one."""
+    if source != VOC:
+        return [(f"label {l}", l) for l in range(N_LABELS)], 1
+    _, unary, names = inputs(name, VOC, 1.0)
+    argmax = unary[0].argmax(0)
+    present = present_classes(argmax)
+    objects = [c for c in present if c != 0]
+    default = max(objects, key=lambda c: int((argmax == c).sum())) if objects else present[0]
+    return [(names[c], c) for c in present], default
+
+
+@functools.lru_cache(maxsize=16)
+def kernels_for(name, theta_alpha, theta_beta, theta_gamma):
+    """Both lattices of one (image, θ): built once, then reused by every weight, T and t."""
+    params = CRFParams(theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma)
+    return build_kernels(inputs(name)[0], params)  # (CRFKernels, build time in ms): the same for every unary
+
+
+@functools.lru_cache(maxsize=32)
+def run(name, theta_alpha, theta_beta, theta_gamma, w_bilateral, w_spatial, iterations, source=CLUSTERS,
+        temperature=1.0):
+    """Mean field for one setting, keeping Q_0..Q_T: scrubbing t only redraws."""
+    image, unary, _ = inputs(name, source, temperature)
+    kernels, build_ms = kernels_for(name, theta_alpha, theta_beta, theta_gamma)
+    params = CRFParams(theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma,
+                       w_bilateral=w_bilateral, w_spatial=w_spatial)
+    result = run_crf(unary, image, params, iterations, kernels)
+    result.build_ms = build_ms
+    return result
+
+
+def draw(name, theta_alpha, theta_beta, theta_gamma, w_bilateral, w_spatial, iterations, t, label, source=CLUSTERS,
+         temperature=1.0):
+    """The playground's figure for one setting."""
+    t = min(t, iterations)
+    photo = PHOTOS[name]
+    if source != VOC:
+        temperature = 1.0  # the clusters have no temperature: one cache entry, whatever the slider says
+    names = inputs(name, source, temperature)[2]
+    label = label if 0 <= label < len(names) else 0  # a label of the other source, mid-update of the dropdown
+    result = run(name, theta_alpha, theta_beta, theta_gamma, w_bilateral, w_spatial, iterations, source, temperature)
+    history = result.trace.history
+    q0, qt = history[0][0], history[t][0]
+    labels0, labels_t = result.labels[0], result.labels[t]
+    kl = result.trace.kl[0].numpy()
+
+    fig, axes = plt.subplots(2, 4, figsize=(15, 7.2), constrained_layout=True)
+    axes[0, 0].imshow(photo)
+    axes[0, 0].set_title(f"{name} ({photo.shape[1]}×{photo.shape[0]})")
+    axes[0, 1].imshow(overlay(photo, labels0, 0.65))
+    axes[0, 1].set_title("unary labels (t = 0)")
+    axes[0, 2].imshow(overlay(photo, labels_t, 0.65))
+    axes[0, 2].set_title(f"labels of Q_t, t = {t}")
+    flipped = changed_mask(labels0, labels_t)
+    axes[0, 3].imshow(photo)
+    axes[0, 3].imshow(np.ma.masked_where(~flipped, flipped), cmap="autumn", alpha=0.9, vmin=0, vmax=1)
+    axes[0, 3].set_title(f"changed since the unary: {100 * flipped.mean():.1f} %")
+    for ax, q, title in ((axes[1, 0], q0, "unary"), (axes[1, 1], qt, f"Q_t, t = {t}")):
+        im = ax.imshow(q[label].numpy(), cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"P({names[label]}): {title}")
+        for spine in ax.spines.values():
+            spine.set_edgecolor(PALETTE[label] / 255)
+            spine.set_linewidth(4)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    im = axes[1, 2].imshow(entropy_map(qt), cmap="magma", vmin=0, vmax=np.log(len(names)))
+    axes[1, 2].set_title(f"entropy of Q_t (nats), t = {t}")
+    fig.colorbar(im, ax=axes[1, 2], shrink=0.8)
+    for ax in axes.flat[:7]:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = axes[1, 3]
+    ax.plot(range(len(kl)), kl, marker="o")
+    ax.plot([t], [kl[t]], marker="o", ms=11, color="crimson")
+    ax.set_xlabel("iteration t")
+    ax.set_ylabel("KL(Q_t ‖ P) + log Z")
+    ax.set_title("mean-field objective")
+    ax.grid(alpha=0.3)
+    unary_name = f"VOC network, temperature {temperature:g}" if source == VOC else CLUSTERS
+    fig.suptitle(f"unary: {unary_name}   ·   θα={theta_alpha:g} θβ={theta_beta:g} θγ={theta_gamma:g}  "
+                 f"w(1)={w_bilateral:g} w(2)={w_spatial:g}  T={iterations}\nlattices built once per image and θ in "
+                 f"{result.build_ms:.0f} ms, inference {result.inference_ms:.0f} ms")
+    handles = [Patch(facecolor=PALETTE[c] / 255, edgecolor="grey", label=names[c])
+               for c in present_classes(labels0, labels_t)]  # only the classes on screen
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), frameon=False)
+    plt.show()
+
+
+# %% [markdown]
+# ## The controls
+#
+# Things to try: set w(1) = 0 and raise w(2) (pure smoothing, edges ignored); lower θβ until the labels
+# follow texture; raise θα to the image size (colour groups across the whole image); scrub t to see that
+# most changes happen in the first two or three iterations. Then switch the unary to the VOC network: a
+# real, confident unary, where the CRF mostly moves boundaries and makes Q certain; raise its temperature to
+# give the CRF more say, and watch small or unsure objects (the "bottle" on the coffee photo) shrink or vanish.
+
+# %%
+style = {"description_width": "90px"}
+layout = widgets.Layout(width="340px")
+controls = {
+    "name": widgets.Dropdown(options=list(PHOTOS), value="astronaut", description="image", style=style),
+    "source": widgets.Dropdown(options=SOURCES, value=CLUSTERS, description="unary", style=style),
+    "temperature": widgets.FloatLogSlider(value=2.0, base=2, min=-1, max=3, step=0.25, description="temperature",
+                                          style=style, layout=layout, disabled=True),
+    "theta_alpha": widgets.FloatLogSlider(value=30.0, base=2, min=1, max=8, step=0.25, description="θα (px)",
+                                          style=style, layout=layout),
+    "theta_beta": widgets.FloatLogSlider(value=20.0, base=2, min=1, max=7, step=0.25, description="θβ (0..255)",
+                                         style=style, layout=layout),
+    "theta_gamma": widgets.FloatLogSlider(value=3.0, base=2, min=-1, max=4, step=0.25, description="θγ (px)",
+                                          style=style, layout=layout),
+    "w_bilateral": widgets.FloatSlider(value=5.0, min=0, max=20, step=0.5, description="w(1) bilateral",
+                                       style=style, layout=layout),
+    "w_spatial": widgets.FloatSlider(value=3.0, min=0, max=20, step=0.5, description="w(2) spatial",
+                                     style=style, layout=layout),
+    "iterations": widgets.IntSlider(value=5, min=0, max=15, description="T", style=style, layout=layout),
+    "t": widgets.IntSlider(value=5, min=0, max=5, description="iteration t", style=style, layout=layout),
+    "label": widgets.Dropdown(options=[(f"label {l}", l) for l in range(N_LABELS)], value=1, description="label",
+                              style=style),
+}
+
+
+def _follow_T(change):
+    """Keep the scrubber within 0..T, and jump to the last iteration when T changes."""
+    controls["t"].max = change["new"]
+    controls["t"].value = change["new"]
+
+
+def _follow_source(change=None):
+    """Offer the labels of the chosen unary (the VOC classes the network finds in the photo); the temperature
+    slider only acts on the VOC network."""
+    options, default = label_choices(controls["name"].value, controls["source"].value)
+    if [tuple(o) for o in controls["label"].options] != options:  # unchanged (another photo's clusters): no redraw
+        keep = controls["label"].value
+        controls["label"].options = options  # resets the value to the first option
+        controls["label"].value = keep if keep in [c for _, c in options] else default
+    controls["temperature"].disabled = controls["source"].value != VOC
+
+
+controls["iterations"].observe(_follow_T, names="value")
+# observed before interactive_output below, so the label options change before the figure is redrawn
+controls["source"].observe(_follow_source, names="value")
+controls["name"].observe(_follow_source, names="value")
+ui = widgets.HBox([
+    widgets.VBox([controls[k] for k in ("name", "source", "temperature", "label", "iterations", "t")]),
+    widgets.VBox([controls[k] for k in ("theta_alpha", "theta_beta", "theta_gamma")]),
+    widgets.VBox([controls[k] for k in ("w_bilateral", "w_spatial")]),
+])
+out = widgets.interactive_output(draw, controls)
+display(ui, out)
+
+# %% [markdown]
+# ## A trained model's θ
+#
+# The knobs above are set by hand, as the paper sets its bandwidths (by grid search). A CRF-RNN built with
+# `learnable_bandwidths=True` learns θα, θβ, θγ by gradient descent like its other parameters: the gradient
+# reaches θ through the lattice's features (`docs/feature_gradients.md`). `python -m lab.train` trains such
+# a model on the synthetic shapes (the `crf-rnn-learned-theta` row of `results/paper_table.md`) and
+# `lab.crf.load_trained_crf` reads its checkpoint back. Where no checkpoint exists, the next cell trains a
+# small one here: the stand-in coarse unary of notebook 03 on 48-pixel synthetic shapes, starting from
+# deliberately wrong bandwidths (θα = 3 px, θβ = 60, θγ = 1 px), about 30 s on one core. It also trains the
+# same layer with those wrong bandwidths **fixed**, to show what learning them is worth.
+
+# %%
+import torch.nn.functional as F
+
+from lab.crf import CRFRNN, find_trained_crfs, load_trained_crf
+from lab.data import SyntheticShapes
+from lab.train.metrics import confusion_matrix, mean_iou
+from lab.unary import unary_from_coarse_labels
+
+checkpoints = [p for p in find_trained_crfs() if p.stem == "crf-rnn-learned-theta"]
+trajectory = None
+if checkpoints:  # a model trained by python -m lab.train
+    trained = load_trained_crf(checkpoints[0])
+    print(trained.describe())
+    learned = trained.summary()
+else:  # train a small one here
+    train = SyntheticShapes("train", size=96, image_size=48, seed=0)
+    val = SyntheticShapes("val", size=32, image_size=48, seed=0)
+    (x, y), (xv, yv) = train.tensors(), val.tensors()
+    L = train.num_classes
+    u, uv = (unary_from_coarse_labels(lab, L, stride=8, confidence=0.8) for lab in (y, yv))
+    wrong = CRFParams(theta_alpha=3.0, theta_beta=60.0, theta_gamma=1.0, w_bilateral=3.0, w_spatial=1.0)
+
+    def fit(learn_theta, epochs=2):
+        """Train a CRF-RNN from the wrong θ (learned or kept); returns it and θ after every step."""
+        torch.manual_seed(0)
+        crf = CRFRNN(L, iterations=5, params=wrong, learnable_bandwidths=learn_theta)
+        opt = torch.optim.Adam(crf.parameters(), lr=0.1)
+        thetas = [crf.bandwidths]
+        for _ in range(epochs):
+            for idx in torch.randperm(len(train)).split(8):
+                loss = F.cross_entropy(crf(u[idx], x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                thetas.append(crf.bandwidths)
+        return crf, thetas
+
+    def val_miou(crf):
+        with torch.no_grad():
+            return mean_iou(confusion_matrix(crf(uv, xv).argmax(1), yv, L))
+
+    crf_learned, trajectory = fit(learn_theta=True)
+    crf_fixed, _ = fit(learn_theta=False)
+    print(f"validation mIoU: coarse unary {mean_iou(confusion_matrix(uv.argmax(1), yv, L)):.3f}, "
+          f"CRF-RNN with the wrong θ fixed {val_miou(crf_fixed):.3f}, with θ learned {val_miou(crf_learned):.3f}")
+    learned = {**crf_learned.bandwidths, "w_bilateral": crf_learned.w_bilateral.item(),
+               "w_spatial": crf_learned.w_spatial.item()}
+print("learned: " + ", ".join(f"{k} = {v:.2f}" for k, v in learned.items()))
+
+if trajectory is not None:
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for name, symbol in (("theta_alpha", "θα (px)"), ("theta_beta", "θβ (0..255)"), ("theta_gamma", "θγ (px)")):
+        ax.plot([t[name] for t in trajectory], label=symbol)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step (batch of 8)")
+    ax.set_ylabel("bandwidth")
+    ax.set_title("Bandwidths learned end to end, from a deliberately wrong start")
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    plt.show()
+
+
+# %% [markdown]
+# θβ, the colour width, falls from 60 to where the shapes' colours separate, and θα grows: the layer
+# learns how far and how alike pixels must be to share a label, instead of being told. The button puts
+# the learned values on the knobs above (clamped to their ranges; they were learned on 48- or 64-pixel
+# images, so on the playground's larger photos they reach proportionally less far).
+
+# %%
+def use_trained(_=None):
+    """Set the playground's knobs to the learned θ and weights (within each slider's range)."""
+    for name, value in learned.items():
+        slider = controls[name]
+        low, high = (slider.base ** slider.min, slider.base ** slider.max) if hasattr(slider, "base") else (
+            slider.min, slider.max)
+        slider.value = min(max(value, low), high)
+
+
+button = widgets.Button(description="Set the knobs to the trained θ", layout=widgets.Layout(width="260px"))
+button.on_click(use_trained)
+display(button)
+
+# %% [markdown]
+# ## Without widgets
+#
+# The same figure for fixed settings (this is what a headless run or a static rendering shows), and a
+# check that the cache does its job: changing only the weights reuses the lattices. Then what the button
+# does: the knobs move to the trained model's θ and weights, and the figure is drawn with them. Last, the VOC
+# network's unary on the cat photo (where it can run).
+
+# %%
+draw("chelsea", 30.0, 20.0, 3.0, 5.0, 3.0, iterations=5, t=1, label=2)
+before = kernels_for.cache_info()
+draw("chelsea", 30.0, 20.0, 3.0, 10.0, 0.0, iterations=8, t=8, label=2)
+after = kernels_for.cache_info()
+print(f"lattice cache: {after.hits - before.hits} hit(s), {after.misses - before.misses} new build(s) "
+      "for a new weight setting")
+assert after.misses == before.misses
+
+use_trained()  # what the button does
+knobs = {k: controls[k].value for k in learned}
+for name, value in learned.items():
+    s = controls[name]
+    low, high = (s.base ** s.min, s.base ** s.max) if hasattr(s, "base") else (s.min, s.max)
+    assert abs(knobs[name] - min(max(value, low), high)) < 1e-9, (name, knobs[name], value)
+draw("chelsea", **knobs, iterations=5, t=5, label=2)
+
+if VOC in SOURCES:  # the VOC network's unary on the same photo, at the playground's first settings
+    options, biggest = label_choices("chelsea", VOC)
+    print("VOC classes in the network's arg-max on chelsea:", ", ".join(text for text, _ in options))
+    draw("chelsea", 30.0, 20.0, 3.0, 5.0, 3.0, iterations=5, t=5, label=biggest, source=VOC, temperature=2.0)
+
