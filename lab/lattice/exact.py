@@ -38,10 +38,14 @@ def _check_points(x: object, name: str) -> torch.Tensor:
 
 
 def _points(x: torch.Tensor) -> torch.Tensor:
-    """(N, K) → (1, N, K); (B, K, *spatial) → (B, N, K), N the number of pixels or voxels, rows in C order."""
+    """(N, K) → (1, N, K); (B, K, *spatial) → (B, N, K), N the number of pixels or voxels, rows in C order.
+
+    Always contiguous: the kernel product's BLAS call then sees the same layout whatever the caller's strides,
+    so a non-contiguous view filters to the same bits as its contiguous copy.
+    """
     if x.dim() == 2:
-        return x[None]
-    return x.movedim(1, -1).reshape(x.shape[0], -1, x.shape[1])
+        return x[None].contiguous()
+    return x.movedim(1, -1).reshape(x.shape[0], -1, x.shape[1]).contiguous()
 
 
 def _kernel_rows(fi: torch.Tensor, f: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
