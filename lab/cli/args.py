@@ -110,7 +110,7 @@ def check_options(args: argparse.Namespace) -> None:
         for option, given in (
             ("--unary voc", args.unary == "voc"),
             ("--annotation-dir", args.annotation_dir is not None),
-            ("--max-side", args.max_side != 0),
+            ("--working-size / --max-side", args.working_size is not None),
             ("--message-passing window", args.message_passing == "window"),
         ):
             if given:
@@ -143,8 +143,10 @@ def check_options(args: argparse.Namespace) -> None:
         low, why = 0.0, ""
     if not low < args.confidence < 1:  # also refuses NaN
         raise UsageError(f"--confidence: expected a probability in ({low:.3g}, 1){why}, got {args.confidence}")
-    if args.max_side != 0 and args.max_side < 8:
-        raise UsageError(f"--max-side: expected 0 (keep the size) or a size in pixels >= 8, got {args.max_side}")
+    if args.working_size is not None and args.working_size != 0 and args.working_size < 8:
+        raise UsageError(
+            f"--working-size / --max-side: expected 0 (keep the size) or a size in pixels >= 8, got {args.working_size}"
+        )
     for option, folder in (("--prob-dir", args.prob_dir), ("--annotation-dir", args.annotation_dir)):
         if folder is not None and not Path(folder).is_dir():
             raise UsageError(f"{option}: {folder} is not a folder")
@@ -157,6 +159,8 @@ def check_options(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """``crf-lab`` and its ``refine`` and ``fit`` subcommands, with every option's help."""
     from lab.data.photos import DEFAULT_MAX_PIXELS
+    from lab.explore.defaults import DEFAULT_ITERATIONS, DEFAULT_WORKING_SIZE
+    from lab.explore.defaults import DEFAULT_PARAMS as D
 
     parser = argparse.ArgumentParser(prog="crf-lab", description="CRF-RNN Lab command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,30 +201,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.6,
         help="probability of the clustered label, in (1/L, 1), or of the annotated one, in (0, 1) (default 0.6)",
     )
-    c = r.add_argument_group("CRF (a --params JSON from the app, then these flags override it)")
-    c.add_argument("--params", help="parameters JSON (the app's download)")
+    c = r.add_argument_group(
+        "CRF (a --params JSON from the app, then these flags override it; the defaults in brackets are the "
+        "app's and lab.crf.CRFParams', from lab.explore.defaults)"
+    )
+    c.add_argument("--params", help="parameters JSON (the app's download), its working_size included")
     c.add_argument(
         "--theta-alpha",
         dest="theta_alpha",
         type=_numbers,
-        help="bilateral spatial width θα, px (80), or a,b,c per axis",
+        help=f"bilateral spatial width θα, px ({D.theta_alpha:g}), or a,b,c per axis",
     )
     c.add_argument(
         "--theta-beta",
         dest="theta_beta",
         type=_numbers,
-        help="bilateral colour width θβ, 0..255 (13), or a,b per channel",
+        help=f"bilateral colour width θβ, 0..255 ({D.theta_beta:g}), or a,b per channel",
     )
     c.add_argument(
         "--theta-gamma",
         dest="theta_gamma",
         type=_numbers,
-        help="smoothness width θγ, px (3), or a,b,c per axis",
+        help=f"smoothness width θγ, px ({D.theta_gamma:g}), or a,b,c per axis",
     )
-    c.add_argument("--w-bilateral", dest="w_bilateral", type=float, help="bilateral weight (10)")
-    c.add_argument("--w-spatial", dest="w_spatial", type=float, help="spatial weight (3)")
-    c.add_argument("--normalize", choices=("after", "symmetric", "none"), help="kernel normalisation (after)")
-    c.add_argument("--iterations", type=int, help="mean-field iterations T, >= 0 (5)")
+    c.add_argument("--w-bilateral", dest="w_bilateral", type=float, help=f"bilateral weight ({D.w_bilateral:g})")
+    c.add_argument("--w-spatial", dest="w_spatial", type=float, help=f"spatial weight ({D.w_spatial:g})")
+    c.add_argument("--normalize", choices=("after", "symmetric", "none"), help=f"kernel normalisation ({D.normalize})")
+    c.add_argument("--iterations", type=int, help=f"mean-field iterations T, >= 0 ({DEFAULT_ITERATIONS})")
     c.add_argument(
         "--message-passing",
         dest="message_passing",
@@ -235,11 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="lattice backend; crf-lab computes on the CPU, where triton runs only under TRITON_INTERPRET=1",
     )
     c.add_argument(
+        "--working-size",
         "--max-side",
-        dest="max_side",
+        dest="working_size",
         type=int,
-        default=0,
-        help="downscale so the longer side is at most this, >= 8 (0 = keep the size)",
+        help="refine at this size: downscale so the longer side is at most this, >= 8; 0 = the image's own size "
+        f"(default: the --params file's working_size, else {DEFAULT_WORKING_SIZE}); see --output-size",
     )
     c.add_argument(
         "--max-pixels",
@@ -261,7 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="voxel size per axis in the array's axis order, or one number (default: the NIfTI header's, or 1)",
     )
     o = r.add_argument_group("outputs")
-    o.add_argument("--save-q", action="store_true", help="also write Q as NAME_q.npy, (L, H, W) float32")
+    o.add_argument(
+        "--output-size",
+        dest="output_size",
+        choices=("input", "working"),
+        default="input",
+        help="input (the default): label map, overlay and Q at the input's size (Q upsampled bilinearly from the "
+        "working size, labels its arg-max); working: at the size the CRF ran at",
+    )
+    o.add_argument(
+        "--save-q",
+        action="store_true",
+        help="also write Q as NAME_q.npy, (L, H, W) float32 (at the input's size: L·H·W·4 bytes)",
+    )
     o.add_argument("--overlay", action="store_true", help="also write the labels over the image, NAME_overlay.png")
     o.add_argument(
         "--skip-existing",

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lab.cli.args import EXACT_MAX_PIXELS, UsageError, check_options
-from lab.cli.params import crf_params, mean_field_q
+from lab.cli.params import crf_settings, mean_field_q
 from lab.cli.plan import (
     IMAGE_SUFFIXES,
     collect,
@@ -114,9 +114,10 @@ def unary_summary(unary) -> list[str]:
 
 
 def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, voc=None):
-    """The image, its labels, Q (L, H, W), notes, the unary's summary and the share of pixels relabelled.
+    """The input image, its working-size image, labels, Q (L, H, W), notes, the unary's summary, the share relabelled.
 
-    A ValueError for what the user can fix.
+    The CRF runs on the image downscaled to ``args.working_size`` (0: its own size); labels and Q are at that
+    size. A ValueError for what the user can fix.
     """
     from lab.data import load_image
     from lab.data.photos import ImageTooLargeError
@@ -129,8 +130,9 @@ def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, v
             f"{exc.width} × {exc.height} = {exc.width * exc.height:,} pixels, more than --max-pixels "
             f"{exc.max_pixels:,}; refused before decoding (raise --max-pixels, or 0 for no cap)"
         ) from None
-    if args.max_side:
-        image = fit_image(image, args.max_side)
+    original = image
+    if args.working_size:
+        image = fit_image(image, args.working_size)
     h, w = image.shape[:2]
     if args.message_passing == "exact" and h * w > EXACT_MAX_PIXELS:
         raise ValueError(
@@ -143,7 +145,24 @@ def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, v
     q, labels, changed = mean_field_q(args, unary, to_tensor(image), params, iterations)
     if voc is not None:
         notes.append(class_summary(labels, voc.class_names))
-    return image, labels, q, notes, checked, changed
+    return original, image, labels, q, notes, checked, changed
+
+
+def output_size(args: argparse.Namespace, targets: dict[str, Path], original, image, labels, q):
+    """The image, labels and Q (None unless written) at the size the outputs are written at (``--output-size``).
+
+    ``input`` (the default): Q upsampled bilinearly to the input's size and the labels its arg-max
+    (:mod:`lab.cli.resize` says why); ``working``: as refined.
+    """
+    from lab.cli.resize import upscale_labels, upscale_q
+
+    if args.output_size == "working" or original.shape[:2] == image.shape[:2]:
+        return image, labels, q
+    size = original.shape[:2]
+    if "q" in targets:
+        q = upscale_q(q, size)
+        return original, q.argmax(0), q
+    return original, upscale_labels(q, size), None
 
 
 def _reraise_interrupt(exc: BaseException) -> None:
@@ -213,7 +232,7 @@ def _refine_inputs(
     out = Path(args.out)
     try:
         check_options(args)
-        params, iterations = crf_params(args)
+        params, iterations, args.working_size = crf_settings(args)
         found = collect(args.inputs, args.volume)
         files.extend(found.files)
         if not found.files and not found.problems:
@@ -233,6 +252,8 @@ def _refine_inputs(
         summary.parameters.update(message_passing=args.message_passing, backend=args.backend)
         if args.volume:
             summary.parameters["note"] = "volumes: the spacing and θ of each are in its unary notes"
+        else:
+            summary.parameters["working_size"] = args.working_size
         voc = None
         if args.unary == "voc":  # loaded once for the whole batch (about 0.1 s), closed when the run ends
             from lab.unary.voc import VOCSegmenter, VOCUnavailable
@@ -263,6 +284,7 @@ def _refine_inputs(
                 print(f"{prefix}: skipped, its outputs exist (--skip-existing)", file=sys.stderr)
                 continue
             t0 = time.perf_counter()
+            fields: dict = {}
             try:
                 if args.volume:
                     volume, labels, q, notes, checked, changed = refine_volume(
@@ -271,9 +293,13 @@ def _refine_inputs(
                     write_outputs(encode_volume_outputs(targets, volume, labels, q), signals, mode)
                     size = "x".join(map(str, volume.spatial_shape)) + f" (C={volume.channels})"
                 else:
-                    image, labels, q, notes, checked, changed = _refine_one(args, path, params, iterations, voc)
-                    write_outputs(encode_outputs(targets, image, labels, q), signals, mode)
-                    size = f"{image.shape[1]}x{image.shape[0]}"
+                    original, image, labels, q, notes, checked, changed = _refine_one(
+                        args, path, params, iterations, voc
+                    )
+                    written = output_size(args, targets, original, image, labels, q)
+                    write_outputs(encode_outputs(targets, *written), signals, mode)
+                    size = f"{original.shape[1]}x{original.shape[0]}"
+                    fields["working_size"] = f"{image.shape[1]}x{image.shape[0]}"
             except StopBatch:  # the disk is full: no later image can be written either
                 raise
             except Exception as exc:  # a bad file, or one this machine cannot process: report, go on
@@ -290,6 +316,7 @@ def _refine_inputs(
                 path,
                 "ok",
                 size=size,
+                **fields,
                 labels=int(q.shape[0]),
                 unary="; ".join(notes),
                 verdict=checked[0].removeprefix("unary: "),

@@ -27,6 +27,7 @@ CSV_COLUMNS = (
     "input",
     "status",
     "size",
+    "working_size",
     "labels",
     "unary",
     "verdict",
@@ -37,11 +38,13 @@ CSV_COLUMNS = (
     "error",
 )
 STATUSES = ("ok", "failed", "skipped", "existing", "not reached")
+# the columns of summary.csv files that earlier versions wrote (before "working_size"): theirs too are replaced
+EARLIER_COLUMNS = (tuple(c for c in CSV_COLUMNS if c != "working_size"),)
 
 
-def _csv_header() -> str:
+def _csv_header(columns: tuple[str, ...] = CSV_COLUMNS) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(CSV_COLUMNS)
+    csv.writer(buf, lineterminator="\n").writerow(columns)
     return buf.getvalue()
 
 
@@ -69,7 +72,7 @@ def _check_csv(path: Path) -> None:
             head = f.readline()
     except (OSError, UnicodeDecodeError):
         head = ""
-    if head != _csv_header():
+    if head not in {_csv_header(c) for c in (CSV_COLUMNS, *EARLIER_COLUMNS)}:
         raise UsageError(
             f"--out: {path} exists and was not written by {SOFTWARE_TAG}; it is never overwritten: move it, "
             "or choose another --out"

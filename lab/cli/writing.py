@@ -91,14 +91,16 @@ def _write_set(payloads: dict[Path, bytes], signals: Signals, mode: int) -> None
             tmp.unlink(missing_ok=True)
 
 
-def encode_outputs(targets: dict[str, Path], image: np.ndarray, labels: np.ndarray, q: np.ndarray) -> dict[Path, bytes]:
+def encode_outputs(
+    targets: dict[str, Path], image: np.ndarray, labels: np.ndarray, q: np.ndarray | None
+) -> dict[Path, bytes]:
     """Each target file's contents: ``targets`` maps "labels" / "q" / "overlay" to a path.
 
     Args:
         targets: where each output goes; "labels" always, "q" and "overlay" when asked for.
-        image: (H, W, 3) uint8, the image as refined.
+        image: (H, W, 3) uint8, the image at the outputs' size.
         labels: (H, W) integer labels, 0..255.
-        q: (L, H, W) the marginals, stored as float32.
+        q: (L, H, W) the marginals, stored as float32 (None when "q" is not among ``targets``).
     """
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
