@@ -118,6 +118,10 @@ def check_options(args: argparse.Namespace) -> None:
                     f"{option}: not for --volume (volumes take --prob-dir or intensity clusters, lattice or exact "
                     "message passing, and keep their size: resample them first)"
                 )
+    if args.before_after:
+        if args.volume:
+            raise UsageError("--before-after: not for --volume (a volume's overlay is its three orthogonal slices)")
+        args.overlay = True
     if args.spacing is not None and not args.volume:
         raise UsageError("--spacing: applies to --volume only (a photo's positions are in pixels)")
     if args.spacing is not None:
@@ -282,7 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write Q as NAME_q.npy, (L, H, W) float32 (at the input's size: L·H·W·4 bytes)",
     )
-    o.add_argument("--overlay", action="store_true", help="also write the labels over the image, NAME_overlay.png")
+    o.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also write the labels over the image with a legend of the classes present (the VOC class names, "
+        "else the label numbers), NAME_overlay.png",
+    )
+    o.add_argument(
+        "--before-after",
+        dest="before_after",
+        action="store_true",
+        help="the overlay as unary arg-max | CRF result side by side (implies --overlay)",
+    )
+    o.add_argument(
+        "--legend",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the overlay's legend (default: on; --no-legend leaves it off)",
+    )
     o.add_argument(
         "--skip-existing",
         dest="skip_existing",

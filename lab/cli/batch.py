@@ -145,24 +145,31 @@ def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, v
     q, labels, changed = mean_field_q(args, unary, to_tensor(image), params, iterations)
     if voc is not None:
         notes.append(class_summary(labels, voc.class_names))
-    return original, image, labels, q, notes, checked, changed
+    return original, image, labels, q, notes, checked, changed, unary
 
 
-def output_size(args: argparse.Namespace, targets: dict[str, Path], original, image, labels, q):
-    """The image, labels and Q (None unless written) at the size the outputs are written at (``--output-size``).
+def output_size(args: argparse.Namespace, targets: dict[str, Path], original, image, labels, q, unary=None):
+    """The image, labels, Q (None unless written) and the unary's arg-max (None unless ``--before-after``).
 
-    ``input`` (the default): Q upsampled bilinearly to the input's size and the labels its arg-max
-    (:mod:`lab.cli.resize` says why); ``working``: as refined.
+    At the size the outputs are written at (``--output-size``). ``input`` (the default): Q upsampled bilinearly
+    to the input's size and the labels its arg-max, the unary's probabilities likewise (:mod:`lab.cli.resize`
+    says why); ``working``: as refined.
     """
+    import torch
+
     from lab.cli.resize import upscale_labels, upscale_q
 
+    before = None
+    if args.before_after and unary is not None:
+        before = torch.softmax(unary[0].float(), 0).numpy()  # the unary's probabilities: its arg-max, resizable
     if args.output_size == "working" or original.shape[:2] == image.shape[:2]:
-        return image, labels, q
+        return image, labels, q, None if before is None else before.argmax(0)
     size = original.shape[:2]
+    before = None if before is None else upscale_labels(before, size)
     if "q" in targets:
         q = upscale_q(q, size)
-        return original, q.argmax(0), q
-    return original, upscale_labels(q, size), None
+        return original, q.argmax(0), q, before
+    return original, upscale_labels(q, size), None, before
 
 
 def _reraise_interrupt(exc: BaseException) -> None:
@@ -293,11 +300,21 @@ def _refine_inputs(
                     write_outputs(encode_volume_outputs(targets, volume, labels, q), signals, mode)
                     size = "x".join(map(str, volume.spatial_shape)) + f" (C={volume.channels})"
                 else:
-                    original, image, labels, q, notes, checked, changed = _refine_one(
+                    original, image, labels, q, notes, checked, changed, unary = _refine_one(
                         args, path, params, iterations, voc
                     )
-                    written = output_size(args, targets, original, image, labels, q)
-                    write_outputs(encode_outputs(targets, *written), signals, mode)
+                    image_out, labels_out, q_out, before = output_size(args, targets, original, image, labels, q, unary)
+                    payloads = encode_outputs(
+                        targets,
+                        image_out,
+                        labels_out,
+                        q_out,
+                        names=None if voc is None else tuple(voc.class_names),
+                        before=before,
+                        titles=("unary (arg-max)", f"CRF, T = {iterations}"),
+                        legend=args.legend,
+                    )
+                    write_outputs(payloads, signals, mode)
                     size = f"{original.shape[1]}x{original.shape[0]}"
                     fields["working_size"] = f"{image.shape[1]}x{image.shape[0]}"
             except StopBatch:  # the disk is full: no later image can be written either
