@@ -122,6 +122,8 @@ def check_options(args: argparse.Namespace) -> None:
         if args.volume:
             raise UsageError("--before-after: not for --volume (a volume's overlay is its three orthogonal slices)")
         args.overlay = True
+    if args.workers < 1:
+        raise UsageError(f"--workers: expected a number of processes >= 1, got {args.workers}")
     if args.spacing is not None and not args.volume:
         raise UsageError("--spacing: applies to --volume only (a photo's positions are in pixels)")
     if args.spacing is not None:
@@ -309,6 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
         dest="skip_existing",
         action="store_true",
         help="skip images whose outputs (all that this run would write) exist: resumes an interrupted batch",
+    )
+    b = r.add_argument_group("batches (see Batches above)")
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="refine in N single-threaded worker processes on this machine (default 1: in this process, with "
+        "PyTorch's threads); the outputs and the record are the same",
+    )
+    b.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no line for an input refined without a warning (failures, skips and warnings "
+        "still print)",
     )
     add_fit_parser(sub)
     return parser

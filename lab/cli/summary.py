@@ -88,12 +88,20 @@ class RunSummary:
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.parameters: dict = {}
         self.entries: list[dict] = []
+        self.extra: dict = {}  # more top-level keys of summary.json (the ranks of a torchrun run)
         self._previous: dict[str, dict] = {}
 
-    def check(self) -> None:
-        """Refuse summaries in ``out`` that this tool did not write; remember the entries of one it did."""
+    def check(self, shard=None) -> None:
+        """Refuse summaries in ``out`` that this tool did not write; remember the entries of one it did.
+
+        Under ``torchrun`` (``shard``: a :class:`lab.cli.ranks.Shard`) this rank's ``summary.rank<k>.json`` too.
+        """
         doc = _ours_json(self.out / SUMMARY_JSON)
         _check_csv(self.out / SUMMARY_CSV)
+        if shard is not None and shard.world > 1:
+            from lab.cli.ranks import part_name
+
+            _ours_json(self.out / part_name(shard.rank))
         if doc:
             self._previous = {e.get("input"): e for e in doc["images"] if isinstance(e, dict)}
 
@@ -121,6 +129,7 @@ class RunSummary:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "counts": self.counts(),
             "parameters": self.parameters,
+            **self.extra,
             "images": self.entries,
         }
         buf = io.StringIO()
