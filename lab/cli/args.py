@@ -31,6 +31,17 @@ Under each image's line, "unary: ..." says what its unary looks like (lab.unary.
 Exit codes: 0 all good; 1 some inputs failed or were unreadable, or the disk filled up; 2 bad usage
 (including two inputs that would write the same output names); 130 / 143 stopped by SIGINT / SIGTERM.
 
+Sizes: the CRF runs on the image downscaled so its longer side is at most the working size (--working-size,
+else the --params file's working_size, else {working_size}; 0 = the image's own size); the label map, the overlay and
+Q are then written at the input's size: Q upsampled bilinearly, the labels its arg-max (--output-size
+working writes them at the working size instead). --overlay draws a legend of the classes present (the VOC
+class names with --unary voc, else label numbers); --before-after puts the unary's arg-max beside the result.
+
+Defaults: θα {p.theta_alpha:g} px, θβ {p.theta_beta:g}, θγ {p.theta_gamma:g} px, w bilateral {p.w_bilateral:g}, \
+w spatial {p.w_spatial:g}, T {iterations}, working size {working_size}: the app's and
+lab.crf.CRFParams', from lab.explore.defaults; a --params JSON (the app's download) replaces them, the flags
+replace the file's values.
+
 Files: outputs are written as NAME_labels.png, NAME_q.npy and NAME_overlay.png (NAME = the input's stem)
 under a temporary name in the output folder and renamed into place once all of an image's outputs are
 written, so an output file is either complete or absent, also after a full disk, Ctrl-C or SIGTERM. Inputs
@@ -41,11 +52,20 @@ decoding; --message-passing exact is refused above 96 × 96 pixels (it is O(N²)
 256 labels (a palette PNG's pixel values are 0..255).
 
 Record: when the run ends (also after a failure, Ctrl-C or a full disk) the output folder gets summary.json
-and summary.csv: per input its status (ok, failed, skipped, existing, not reached), size, labels, unary
-source and verdict, warnings, time in ms, the share of pixels the CRF relabelled (changed), the files written
-or the error; summary.json also holds the command and the parameters used (readable by --params). A resumed
-run keeps the earlier entries of the images it skips. A summary.json / summary.csv that crf-lab did not
+and summary.csv: per input its status (ok, failed, skipped, existing, not reached), size, working size,
+labels, unary source and verdict, warnings, time in ms, the share of pixels the CRF relabelled (changed, at
+the working size), the files written or the error, in the inputs' order; summary.json also holds the
+command and the parameters used (readable by --params). A resumed run keeps the earlier entries of the
+images it skips. A summary.json / summary.csv that crf-lab did not
 write is never overwritten: the run is refused.
+
+Batches: a progress bar shows on a terminal (not in logs or pipes; --quiet hides it and the lines of
+images refined without a warning). --workers N refines in N single-threaded processes on this machine; this
+process writes every file and the record, which are the same as with one. Under torchrun (RANK and
+WORLD_SIZE set), each rank refines files[rank::world] of the sorted inputs into the same --out, writes its
+part of the record as summary.rank<k>.json and merges every part of the run into summary.json / .csv, so
+the last rank to end leaves the complete record; the inputs of a rank that wrote none are "not reached",
+naming it. No process group is needed: a failed rank stops nobody else.
 
 Example:
     crf-lab refine photos/ --out refined/                      # built-in colour-cluster unary
@@ -53,6 +73,9 @@ Example:
     crf-lab refine "shots/*.jpg" --prob-dir probs/ --out out/  # probs/NAME.npy per image
     crf-lab refine img.png --annotation-dir ann/ --params crf_params.json --save-q --overlay --out out/
     crf-lab refine photos/ --out refined/ --skip-existing      # finish an interrupted run
+    crf-lab refine photos/ --unary voc --before-after --out out/  # overlay: unary | CRF, with class names
+    crf-lab refine photos/ --out refined/ --workers 4          # four processes on this machine
+    torchrun --nproc_per_node=8 -m lab.cli refine photos/ --out refined/  # one eighth of the inputs per rank
     crf-lab refine scans/ --volume --prob-dir probs/ --out seg/ --overlay  # NIfTI / .npy volumes, in 3-D
 
 Volumes (--volume): the inputs are NIfTI (.nii, .nii.gz; needs nibabel, the 'volumes' extra) or .npy
@@ -173,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "refine",
         help="refine images with mean-field inference in the dense CRF",
-        description=DESCRIPTION,
+        description=DESCRIPTION.format(p=D, iterations=DEFAULT_ITERATIONS, working_size=DEFAULT_WORKING_SIZE),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument(
@@ -208,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="probability of the clustered label, in (1/L, 1), or of the annotated one, in (0, 1) (default 0.6)",
     )
     c = r.add_argument_group(
-        "CRF (a --params JSON from the app, then these flags override it; the defaults in brackets are the "
+        "CRF (a --params JSON from the app, then these flags override it; the defaults in parentheses are the "
         "app's and lab.crf.CRFParams', from lab.explore.defaults)"
     )
     c.add_argument("--params", help="parameters JSON (the app's download), its working_size included")
