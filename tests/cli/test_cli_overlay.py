@@ -1,28 +1,13 @@
 """The overlay: labels over the image with a legend of the classes present, and --before-after."""
 
 import numpy as np
-import pytest
 from inputs import cli_main, synthetic_photo
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from lab.cli.legend import overlay_figure, present_labels
 from lab.unary import VOC_CLASS_NAMES
 from lab.viz import overlay
 from lab.viz.palette import colorize
-
-
-@pytest.fixture
-def drawn(monkeypatch):
-    """The strings the legend draws."""
-    texts = []
-    real = ImageDraw.ImageDraw.text
-
-    def spy(self, xy, text, *args, **kwargs):
-        texts.append(text)
-        return real(self, xy, text, *args, **kwargs)
-
-    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
-    return texts
 
 
 def _scene(h=60, w=80):

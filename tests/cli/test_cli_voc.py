@@ -106,17 +106,8 @@ def test_a_sharp_voc_unary_gets_the_near_one_hot_warning(chelsea, tmp_path, caps
 
 
 @needs_mediapipe
-def test_voc_overlay_legend_names_the_classes_present(chelsea, tmp_path, capsys, monkeypatch):
-    from PIL import ImageDraw
-
-    texts = []
-    real = ImageDraw.ImageDraw.text
-
-    def spy(self, xy, text, *args, **kwargs):
-        texts.append(text)
-        return real(self, xy, text, *args, **kwargs)
-
-    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+def test_voc_overlay_legend_names_the_classes_present(chelsea, tmp_path, capsys, drawn):
+    texts = drawn
     rc, err = run(capsys, "refine", chelsea, "--unary", "voc", "--out", tmp_path / "o", "--before-after", *FAST)
     assert rc == 0, err
     assert texts[:2] == ["unary (arg-max)", "CRF, T = 2"]
