@@ -36,6 +36,7 @@ from lab.explore import (
     to_tensor,
     trim_heap,
 )
+from lab.explore.defaults import DEFAULT_ITERATIONS, DEFAULT_PARAMS, DEFAULT_WORKING_SIZE
 from lab.explore.fit_view import FIT_SECONDS, FIT_SIDE, fit_to_truth
 from lab.explore.voc_view import (
     class_names_for,
@@ -307,7 +308,7 @@ def main() -> None:
         "Working size (longer side, px)",
         64,
         1024,
-        256,
+        DEFAULT_WORKING_SIZE,
         step=32,
         key="work_size",
         help="Large images are downscaled to this size before inference; the original size is shown.",
@@ -450,28 +451,28 @@ def main() -> None:
     theta_alpha = sb.slider(
         "θα: bilateral spatial width (px)",
         *KNOB_RANGES["theta_alpha"],
-        80.0,
+        DEFAULT_PARAMS.theta_alpha,
         key="theta_alpha",
         help="How far appearance similarity reaches. DeepLab: 50–95; CRF-RNN release: 160.",
     )
     theta_beta = sb.slider(
         "θβ: bilateral colour width (0..255)",
         *KNOB_RANGES["theta_beta"],
-        13.0,
+        DEFAULT_PARAMS.theta_beta,
         key="theta_beta",
         help="How similar colours must be to share a label. DeepLab: 3–10; CRF-RNN release: 3.",
     )
     theta_gamma = sb.slider(
         "θγ: smoothness width (px)",
         *KNOB_RANGES["theta_gamma"],
-        3.0,
+        DEFAULT_PARAMS.theta_gamma,
         key="theta_gamma",
         help="Reach of the appearance-blind smoothing kernel. Common: 3.",
     )
     w_bilateral = sb.slider(
         "w bilateral",
         *KNOB_RANGES["w_bilateral"],
-        5.0,
+        DEFAULT_PARAMS.w_bilateral,
         key="w_bilateral",
         help="Weight of the appearance kernel. DeepLab: 3–5; CRF-RNN release: 5. "
         "Negative weights only make sense with a learned µ (training can end there).",
@@ -479,12 +480,17 @@ def main() -> None:
     w_spatial = sb.slider(
         "w spatial",
         *KNOB_RANGES["w_spatial"],
-        3.0,
+        DEFAULT_PARAMS.w_spatial,
         key="w_spatial",
         help="Weight of the smoothness kernel. Common: 3.",
     )
     iterations = sb.slider(
-        "Iterations T", 0, 20, 5, key="iterations", help="Mean-field iterations (CRF-RNN trains with 5)."
+        "Iterations T",
+        0,
+        20,
+        DEFAULT_ITERATIONS,
+        key="iterations",
+        help="Mean-field iterations (CRF-RNN trains with 5).",
     )
     normalize = sb.selectbox(
         "Normalisation",

@@ -5,9 +5,12 @@ Q and an overlay, into an output folder; ``crf-lab refine --help`` (:data:`lab.c
 what a user sees. :func:`main` is the entry point. The modules, in the order a run meets them (imports point
 down the list, never up): :mod:`~lab.cli.args` (the parser, the option checks, :class:`UsageError`),
 :mod:`~lab.cli.params` (the CRF parameters), :mod:`~lab.cli.signals` (SIGINT / SIGTERM),
-:mod:`~lab.cli.writing` (all-or-nothing writes), :mod:`~lab.cli.plan` (inputs and output names) and
-:mod:`~lab.cli.batch` (the refine loop). ``crf-lab fit`` learns the parameters from labelled images and
-writes the JSON ``refine --params`` reads: :mod:`~lab.cli.fit_data` (matching and reading) and
+:mod:`~lab.cli.writing` (all-or-nothing writes), :mod:`~lab.cli.legend` (the overlay and its legend),
+:mod:`~lab.cli.resize` (outputs at the input's size), :mod:`~lab.cli.plan` (inputs and output names),
+:mod:`~lab.cli.progress` (the progress bar), :mod:`~lab.cli.ranks` (torchrun's shards and the merged record),
+:mod:`~lab.cli.parallel` (``--workers``; its workers call back into batch's ``compute``, imported when
+they start) and :mod:`~lab.cli.batch` (the refine loop). ``crf-lab fit`` learns the parameters from labelled
+images and writes the JSON ``refine --params`` reads: :mod:`~lab.cli.fit_data` (matching and reading) and
 :mod:`~lab.cli.fit` (the command).
 """
 

@@ -31,6 +31,17 @@ Under each image's line, "unary: ..." says what its unary looks like (lab.unary.
 Exit codes: 0 all good; 1 some inputs failed or were unreadable, or the disk filled up; 2 bad usage
 (including two inputs that would write the same output names); 130 / 143 stopped by SIGINT / SIGTERM.
 
+Sizes: the CRF runs on the image downscaled so its longer side is at most the working size (--working-size,
+else the --params file's working_size, else {working_size}; 0 = the image's own size); the label map, the overlay and
+Q are then written at the input's size: Q upsampled bilinearly, the labels its arg-max (--output-size
+working writes them at the working size instead). --overlay draws a legend of the classes present (the VOC
+class names with --unary voc, else label numbers); --before-after puts the unary's arg-max beside the result.
+
+Defaults: θα {p.theta_alpha:g} px, θβ {p.theta_beta:g}, θγ {p.theta_gamma:g} px, w bilateral {p.w_bilateral:g}, \
+w spatial {p.w_spatial:g}, T {iterations}, working size {working_size}: the app's and
+lab.crf.CRFParams', from lab.explore.defaults; a --params JSON (the app's download) replaces them, the flags
+replace the file's values.
+
 Files: outputs are written as NAME_labels.png, NAME_q.npy and NAME_overlay.png (NAME = the input's stem)
 under a temporary name in the output folder and renamed into place once all of an image's outputs are
 written, so an output file is either complete or absent, also after a full disk, Ctrl-C or SIGTERM. Inputs
@@ -41,11 +52,20 @@ decoding; --message-passing exact is refused above 96 × 96 pixels (it is O(N²)
 256 labels (a palette PNG's pixel values are 0..255).
 
 Record: when the run ends (also after a failure, Ctrl-C or a full disk) the output folder gets summary.json
-and summary.csv: per input its status (ok, failed, skipped, existing, not reached), size, labels, unary
-source and verdict, warnings, time in ms, the share of pixels the CRF relabelled (changed), the files written
-or the error; summary.json also holds the command and the parameters used (readable by --params). A resumed
-run keeps the earlier entries of the images it skips. A summary.json / summary.csv that crf-lab did not
+and summary.csv: per input its status (ok, failed, skipped, existing, not reached), size, working size,
+labels, unary source and verdict, warnings, time in ms, the share of pixels the CRF relabelled (changed, at
+the working size), the files written or the error, in the inputs' order; summary.json also holds the
+command and the parameters used (readable by --params). A resumed run keeps the earlier entries of the
+images it skips. A summary.json / summary.csv that crf-lab did not
 write is never overwritten: the run is refused.
+
+Batches: a progress bar shows on a terminal (not in logs or pipes; --quiet hides it and the lines of
+images refined without a warning). --workers N refines in N single-threaded processes on this machine; this
+process writes every file and the record, which are the same as with one. Under torchrun (RANK and
+WORLD_SIZE set), each rank refines files[rank::world] of the sorted inputs into the same --out, writes its
+part of the record as summary.rank<k>.json and merges every part of the run into summary.json / .csv, so
+the last rank to end leaves the complete record; the inputs of a rank that wrote none are "not reached",
+naming it. No process group is needed: a failed rank stops nobody else.
 
 Example:
     crf-lab refine photos/ --out refined/                      # built-in colour-cluster unary
@@ -53,6 +73,9 @@ Example:
     crf-lab refine "shots/*.jpg" --prob-dir probs/ --out out/  # probs/NAME.npy per image
     crf-lab refine img.png --annotation-dir ann/ --params crf_params.json --save-q --overlay --out out/
     crf-lab refine photos/ --out refined/ --skip-existing      # finish an interrupted run
+    crf-lab refine photos/ --unary voc --before-after --out out/  # overlay: unary | CRF, with class names
+    crf-lab refine photos/ --out refined/ --workers 4          # four processes on this machine
+    torchrun --nproc_per_node=8 -m lab.cli refine photos/ --out refined/  # one eighth of the inputs per rank
     crf-lab refine scans/ --volume --prob-dir probs/ --out seg/ --overlay  # NIfTI / .npy volumes, in 3-D
 
 Volumes (--volume): the inputs are NIfTI (.nii, .nii.gz; needs nibabel, the 'volumes' extra) or .npy
@@ -110,7 +133,7 @@ def check_options(args: argparse.Namespace) -> None:
         for option, given in (
             ("--unary voc", args.unary == "voc"),
             ("--annotation-dir", args.annotation_dir is not None),
-            ("--max-side", args.max_side != 0),
+            ("--working-size / --max-side", args.working_size is not None),
             ("--message-passing window", args.message_passing == "window"),
         ):
             if given:
@@ -118,6 +141,12 @@ def check_options(args: argparse.Namespace) -> None:
                     f"{option}: not for --volume (volumes take --prob-dir or intensity clusters, lattice or exact "
                     "message passing, and keep their size: resample them first)"
                 )
+    if args.before_after:
+        if args.volume:
+            raise UsageError("--before-after: not for --volume (a volume's overlay is its three orthogonal slices)")
+        args.overlay = True
+    if args.workers < 1:
+        raise UsageError(f"--workers: expected a number of processes >= 1, got {args.workers}")
     if args.spacing is not None and not args.volume:
         raise UsageError("--spacing: applies to --volume only (a photo's positions are in pixels)")
     if args.spacing is not None:
@@ -143,8 +172,10 @@ def check_options(args: argparse.Namespace) -> None:
         low, why = 0.0, ""
     if not low < args.confidence < 1:  # also refuses NaN
         raise UsageError(f"--confidence: expected a probability in ({low:.3g}, 1){why}, got {args.confidence}")
-    if args.max_side != 0 and args.max_side < 8:
-        raise UsageError(f"--max-side: expected 0 (keep the size) or a size in pixels >= 8, got {args.max_side}")
+    if args.working_size is not None and args.working_size != 0 and args.working_size < 8:
+        raise UsageError(
+            f"--working-size / --max-side: expected 0 (keep the size) or a size in pixels >= 8, got {args.working_size}"
+        )
     for option, folder in (("--prob-dir", args.prob_dir), ("--annotation-dir", args.annotation_dir)):
         if folder is not None and not Path(folder).is_dir():
             raise UsageError(f"{option}: {folder} is not a folder")
@@ -157,13 +188,15 @@ def check_options(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """``crf-lab`` and its ``refine`` and ``fit`` subcommands, with every option's help."""
     from lab.data.photos import DEFAULT_MAX_PIXELS
+    from lab.explore.defaults import DEFAULT_ITERATIONS, DEFAULT_WORKING_SIZE
+    from lab.explore.defaults import DEFAULT_PARAMS as D
 
     parser = argparse.ArgumentParser(prog="crf-lab", description="CRF-RNN Lab command line.")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser(
         "refine",
         help="refine images with mean-field inference in the dense CRF",
-        description=DESCRIPTION,
+        description=DESCRIPTION.format(p=D, iterations=DEFAULT_ITERATIONS, working_size=DEFAULT_WORKING_SIZE),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument(
@@ -197,30 +230,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.6,
         help="probability of the clustered label, in (1/L, 1), or of the annotated one, in (0, 1) (default 0.6)",
     )
-    c = r.add_argument_group("CRF (a --params JSON from the app, then these flags override it)")
-    c.add_argument("--params", help="parameters JSON (the app's download)")
+    c = r.add_argument_group(
+        "CRF (a --params JSON from the app, then these flags override it; the defaults in parentheses are the "
+        "app's and lab.crf.CRFParams', from lab.explore.defaults)"
+    )
+    c.add_argument("--params", help="parameters JSON (the app's download), its working_size included")
     c.add_argument(
         "--theta-alpha",
         dest="theta_alpha",
         type=_numbers,
-        help="bilateral spatial width θα, px (80), or a,b,c per axis",
+        help=f"bilateral spatial width θα, px ({D.theta_alpha:g}), or a,b,c per axis",
     )
     c.add_argument(
         "--theta-beta",
         dest="theta_beta",
         type=_numbers,
-        help="bilateral colour width θβ, 0..255 (13), or a,b per channel",
+        help=f"bilateral colour width θβ, 0..255 ({D.theta_beta:g}), or a,b per channel",
     )
     c.add_argument(
         "--theta-gamma",
         dest="theta_gamma",
         type=_numbers,
-        help="smoothness width θγ, px (3), or a,b,c per axis",
+        help=f"smoothness width θγ, px ({D.theta_gamma:g}), or a,b,c per axis",
     )
-    c.add_argument("--w-bilateral", dest="w_bilateral", type=float, help="bilateral weight (10)")
-    c.add_argument("--w-spatial", dest="w_spatial", type=float, help="spatial weight (3)")
-    c.add_argument("--normalize", choices=("after", "symmetric", "none"), help="kernel normalisation (after)")
-    c.add_argument("--iterations", type=int, help="mean-field iterations T, >= 0 (5)")
+    c.add_argument("--w-bilateral", dest="w_bilateral", type=float, help=f"bilateral weight ({D.w_bilateral:g})")
+    c.add_argument("--w-spatial", dest="w_spatial", type=float, help=f"spatial weight ({D.w_spatial:g})")
+    c.add_argument("--normalize", choices=("after", "symmetric", "none"), help=f"kernel normalisation ({D.normalize})")
+    c.add_argument("--iterations", type=int, help=f"mean-field iterations T, >= 0 ({DEFAULT_ITERATIONS})")
     c.add_argument(
         "--message-passing",
         dest="message_passing",
@@ -235,11 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="lattice backend; crf-lab computes on the CPU, where triton runs only under TRITON_INTERPRET=1",
     )
     c.add_argument(
+        "--working-size",
         "--max-side",
-        dest="max_side",
+        dest="working_size",
         type=int,
-        default=0,
-        help="downscale so the longer side is at most this, >= 8 (0 = keep the size)",
+        help="refine at this size: downscale so the longer side is at most this, >= 8; 0 = the image's own size "
+        f"(default: the --params file's working_size, else {DEFAULT_WORKING_SIZE}); see --output-size",
     )
     c.add_argument(
         "--max-pixels",
@@ -261,13 +298,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="voxel size per axis in the array's axis order, or one number (default: the NIfTI header's, or 1)",
     )
     o = r.add_argument_group("outputs")
-    o.add_argument("--save-q", action="store_true", help="also write Q as NAME_q.npy, (L, H, W) float32")
-    o.add_argument("--overlay", action="store_true", help="also write the labels over the image, NAME_overlay.png")
+    o.add_argument(
+        "--output-size",
+        dest="output_size",
+        choices=("input", "working"),
+        default="input",
+        help="input (the default): label map, overlay and Q at the input's size (Q upsampled bilinearly from the "
+        "working size, labels its arg-max); working: at the size the CRF ran at",
+    )
+    o.add_argument(
+        "--save-q",
+        action="store_true",
+        help="also write Q as NAME_q.npy, (L, H, W) float32 (at the input's size: L·H·W·4 bytes)",
+    )
+    o.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also write the labels over the image with a legend of the classes present (the VOC class names, "
+        "else the label numbers), NAME_overlay.png",
+    )
+    o.add_argument(
+        "--before-after",
+        dest="before_after",
+        action="store_true",
+        help="the overlay as unary arg-max | CRF result side by side (implies --overlay)",
+    )
+    o.add_argument(
+        "--legend",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the overlay's legend (default: on; --no-legend leaves it off)",
+    )
     o.add_argument(
         "--skip-existing",
         dest="skip_existing",
         action="store_true",
         help="skip images whose outputs (all that this run would write) exist: resumes an interrupted batch",
+    )
+    b = r.add_argument_group("batches (see Batches above)")
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="refine in N single-threaded worker processes on this machine (default 1: in this process, with "
+        "PyTorch's threads); the outputs and the record are the same",
+    )
+    b.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no line for an input refined without a warning (failures, skips and warnings "
+        "still print)",
     )
     add_fit_parser(sub)
     return parser

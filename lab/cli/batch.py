@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lab.cli.args import EXACT_MAX_PIXELS, UsageError, check_options
-from lab.cli.params import crf_params, mean_field_q
+from lab.cli.params import crf_settings, mean_field_q
 from lab.cli.plan import (
     IMAGE_SUFFIXES,
     collect,
@@ -114,9 +114,10 @@ def unary_summary(unary) -> list[str]:
 
 
 def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, voc=None):
-    """The image, its labels, Q (L, H, W), notes, the unary's summary and the share of pixels relabelled.
+    """The input image, its working-size image, labels, Q (L, H, W), notes, the unary's summary, the share relabelled.
 
-    A ValueError for what the user can fix.
+    The CRF runs on the image downscaled to ``args.working_size`` (0: its own size); labels and Q are at that
+    size. A ValueError for what the user can fix.
     """
     from lab.data import load_image
     from lab.data.photos import ImageTooLargeError
@@ -129,8 +130,9 @@ def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, v
             f"{exc.width} × {exc.height} = {exc.width * exc.height:,} pixels, more than --max-pixels "
             f"{exc.max_pixels:,}; refused before decoding (raise --max-pixels, or 0 for no cap)"
         ) from None
-    if args.max_side:
-        image = fit_image(image, args.max_side)
+    original = image
+    if args.working_size:
+        image = fit_image(image, args.working_size)
     h, w = image.shape[:2]
     if args.message_passing == "exact" and h * w > EXACT_MAX_PIXELS:
         raise ValueError(
@@ -143,7 +145,31 @@ def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, v
     q, labels, changed = mean_field_q(args, unary, to_tensor(image), params, iterations)
     if voc is not None:
         notes.append(class_summary(labels, voc.class_names))
-    return image, labels, q, notes, checked, changed
+    return original, image, labels, q, notes, checked, changed, unary
+
+
+def output_size(args: argparse.Namespace, targets: dict[str, Path], original, image, labels, q, unary=None):
+    """The image, labels, Q (None unless written) and the unary's arg-max (None unless ``--before-after``).
+
+    At the size the outputs are written at (``--output-size``). ``input`` (the default): Q upsampled bilinearly
+    to the input's size and the labels its arg-max, the unary's probabilities likewise (:mod:`lab.cli.resize`
+    says why); ``working``: as refined.
+    """
+    import torch
+
+    from lab.cli.resize import upscale_labels, upscale_q
+
+    before = None
+    if args.before_after and unary is not None:
+        before = torch.softmax(unary[0].float(), 0).numpy()  # the unary's probabilities: its arg-max, resizable
+    if args.output_size == "working" or original.shape[:2] == image.shape[:2]:
+        return image, labels, q, None if before is None else before.argmax(0)
+    size = original.shape[:2]
+    before = None if before is None else upscale_labels(before, size)
+    if "q" in targets:
+        q = upscale_q(q, size)
+        return original, q.argmax(0), q, before
+    return original, upscale_labels(q, size), None, before
 
 
 def _reraise_interrupt(exc: BaseException) -> None:
@@ -161,14 +187,51 @@ def _reraise_interrupt(exc: BaseException) -> None:
             raise seen
 
 
-def _failure_text(exc: BaseException, path: Path) -> str:
+def failure_text(exc: BaseException, path: Path) -> str:
+    """What an input's FAILED line and summary entry say about ``exc``."""
     if isinstance(exc, MemoryError):
-        text = f"out of memory{f' ({exc})' if str(exc) else ''}; try --max-side (volumes: resample them first)"
+        text = f"out of memory{f' ({exc})' if str(exc) else ''}; try --working-size (volumes: resample them first)"
     elif isinstance(exc, (ValueError, TypeError, OSError, RuntimeError)):
         text = str(exc) or type(exc).__name__
     else:
         text = f"{type(exc).__name__}: {exc}"
     return text.removeprefix(f"{path}: ")
+
+
+def compute(args: argparse.Namespace, path: Path, targets: dict[str, Path], params, iterations: int, voc=None):
+    """One input refined, nothing written: (its outputs' contents, its summary fields, its unary lines).
+
+    Runs in the batch's process, or in a worker of ``--workers``; raises what the refine raises.
+    """
+    if args.volume:
+        volume, labels, q, notes, checked, changed = refine_volume(args, path, params, iterations, unary_summary)
+        payloads = encode_volume_outputs(targets, volume, labels, q)
+        info: dict = {"size": "x".join(map(str, volume.spatial_shape)) + f" (C={volume.channels})"}
+    else:
+        original, image, labels, q, notes, checked, changed, unary = _refine_one(args, path, params, iterations, voc)
+        image_out, labels_out, q_out, before = output_size(args, targets, original, image, labels, q, unary)
+        payloads = encode_outputs(
+            targets,
+            image_out,
+            labels_out,
+            q_out,
+            names=None if voc is None else tuple(voc.class_names),
+            before=before,
+            titles=("unary (arg-max)", f"CRF, T = {iterations}"),
+            legend=args.legend,
+        )
+        info = {
+            "size": f"{original.shape[1]}x{original.shape[0]}",
+            "working_size": f"{image.shape[1]}x{image.shape[0]}",
+        }
+    info.update(
+        labels=int(q.shape[0]),
+        unary="; ".join(notes),
+        verdict=checked[0].removeprefix("unary: "),
+        warnings=[w.removeprefix("warning: ") for w in checked[1:]],
+        changed=round(changed, 6),
+    )
+    return payloads, info, checked
 
 
 def refine(args: argparse.Namespace) -> int:
@@ -178,44 +241,105 @@ def refine(args: argparse.Namespace) -> int:
         return _refine(args, signals, stack)
 
 
-def _write_summary(summary: RunSummary, files: list[Path]) -> None:
-    """Write summary.json / .csv, the inputs not reached marked so; a failed write is reported, not raised."""
+def _write_summary(summary: RunSummary, files: list[Path], shard=None, everything: list[Path] | None = None) -> None:
+    """Write summary.json / .csv, the inputs not reached marked so; a failed write is reported, not raised.
+
+    The entries follow the inputs' order whatever order the images finished in (``--workers``). Under
+    ``torchrun`` (``shard``, a :class:`lab.cli.ranks.Shard` of world size > 1) this rank's part goes to
+    ``summary.rank<k>.json`` and the merged record of all ranks to summary.json / .csv (:mod:`lab.cli.ranks`).
+    """
     seen = {e["input"] for e in summary.entries}
     for path in files:
         if str(path) not in seen:
             summary.add(path, "not reached")
-    mask = os.umask(0)
-    os.umask(mask)
+    order = {str(p): i for i, p in enumerate(files)}
+    summary.entries.sort(key=lambda e: order.get(e["input"], -1))  # stable: the skipped entries stay first
     try:
-        write_outputs(summary.payloads(), Signals(), 0o666 & ~mask)
+        if shard is not None and shard.world > 1:
+            from lab.cli.ranks import write_part_and_merge
+
+            written = write_part_and_merge(summary, shard, everything or files)
+        else:
+            mask = os.umask(0)
+            os.umask(mask)
+            write_outputs(summary.payloads(), Signals(), 0o666 & ~mask)
+            written = [summary.out / SUMMARY_JSON, summary.out / SUMMARY_CSV]
     except (OSError, StopBatch) as exc:
         print(f"the run's summary could not be written: {exc}", file=sys.stderr)
         return
-    print(f"summary: {summary.out / SUMMARY_JSON}, {summary.out / SUMMARY_CSV}", file=sys.stderr)
+    print(f"summary: {', '.join(map(str, written))}", file=sys.stderr)
 
 
 def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitStack) -> int:
     """The run; summary.json / .csv are written whenever it got as far as reading images."""
+    from lab.cli.ranks import shard_from_env
+
     summary = RunSummary(Path(args.out), getattr(args, "argv", None))
-    files: list[Path] = []
+    files: list[Path] = []  # this rank's inputs
+    everything: list[Path] = []  # all ranks' inputs
+    shard = None
     try:
-        return _refine_inputs(args, signals, stack, summary, files)
+        shard = shard_from_env()
+        return _refine_inputs(args, signals, stack, summary, files, shard, everything)
     finally:
         if summary.parameters:  # set once the options, inputs and --out are settled
-            _write_summary(summary, files)
+            _write_summary(summary, files, shard, everything)
+
+
+class _Tally:
+    """The counts of a run and the lines it prints, as each input is settled."""
+
+    def __init__(self, summary: RunSummary, progress, total: int, label: str = "") -> None:
+        self.summary, self.progress, self.total = summary, progress, total
+        self.label = f"{label} " if label else ""  # "rank k/W " under torchrun, whose ranks share stderr
+        self.refined = self.existing = self.failures = self.done = 0
+
+    def _prefix(self, path: Path) -> str:
+        self.done += 1
+        return f"[{self.label}{self.done}/{self.total}] {path}"
+
+    def ok(self, path: Path, targets: dict, info: dict, checked: list[str], ms: float) -> None:
+        self.refined += 1
+        self.summary.add(path, "ok", **info, ms=round(ms), outputs=[str(t) for t in targets.values()])
+        line = f"{self._prefix(path)}: ok, {info['size']}, L={info['labels']}, {ms:.0f} ms ({info['unary']})"
+        self.progress.line("\n".join([line, *(f"    {c}" for c in checked)]), routine=len(checked) == 1)
+        self.progress.advance()
+
+    def failed(self, path: Path, why: str, ms: float) -> None:
+        self.failures += 1
+        self.summary.add(path, "failed", error=why, ms=round(ms))
+        self.progress.line(f"{self._prefix(path)}: FAILED: {why}")
+        self.progress.advance()
+
+    def skipped_existing(self, path: Path, targets: dict) -> None:
+        self.existing += 1
+        self.summary.add(path, "existing", outputs=[str(t) for t in targets.values()])
+        self.progress.line(f"{self._prefix(path)}: skipped, its outputs exist (--skip-existing)", routine=True)
+        self.progress.advance()
 
 
 def _refine_inputs(
-    args: argparse.Namespace, signals: Signals, stack: contextlib.ExitStack, summary: RunSummary, files: list[Path]
+    args: argparse.Namespace,
+    signals: Signals,
+    stack: contextlib.ExitStack,
+    summary: RunSummary,
+    files: list[Path],
+    shard,
+    everything: list[Path],
 ) -> int:
-    refined, existing, total = 0, 0, 0
-    current: Path | None = None
+    from lab.cli.progress import Progress
+    from lab.cli.ranks import shard_files
+
+    tally: _Tally | None = None
+    total = 0
+    current: set[Path] = set()  # being refined (or written) now
     out = Path(args.out)
     try:
         check_options(args)
-        params, iterations = crf_params(args)
+        params, iterations, args.working_size = crf_settings(args)
         found = collect(args.inputs, args.volume)
-        files.extend(found.files)
+        everything.extend(found.files)
+        files.extend(shard_files(found.files, shard))
         if not found.files and not found.problems:
             what = "volumes (.nii, .nii.gz, .npy)" if args.volume else f"images ({', '.join(IMAGE_SUFFIXES)})"
             volumes = 0 if args.volume else count_volumes(args.inputs)
@@ -224,17 +348,19 @@ def _refine_inputs(
                 + (f" ({len(found.own_outputs)} files are this tool's outputs)" if found.own_outputs else "")
                 + (f"; {volumes} volume files are there: add --volume to refine them" if volumes else "")
             )
-        plan = plan_outputs(found.files, out, args)
+        plan = plan_outputs(found.files, out, args)  # all ranks' inputs: a clash between shards is refused too
         prepare_out(out)
-        summary.check()  # a summary someone else wrote is refused before any image is read
+        summary.check(shard)  # a summary someone else wrote is refused before any image is read
         from lab.explore import params_to_json
 
         summary.parameters = json.loads(params_to_json(params, iterations=iterations))
         summary.parameters.update(message_passing=args.message_passing, backend=args.backend)
         if args.volume:
             summary.parameters["note"] = "volumes: the spacing and θ of each are in its unary notes"
+        else:
+            summary.parameters["working_size"] = args.working_size
         voc = None
-        if args.unary == "voc":  # loaded once for the whole batch (about 0.1 s), closed when the run ends
+        if args.unary == "voc" and args.workers == 1:  # loaded once for the batch (about 0.1 s), closed at the end
             from lab.unary.voc import VOCSegmenter, VOCUnavailable
 
             try:
@@ -244,89 +370,97 @@ def _refine_inputs(
         mask = os.umask(0)
         os.umask(mask)
         mode = 0o666 & ~mask  # what a plain open() would give the outputs
-        for entry, why in found.problems:
+        problems = found.problems if shard.rank == 0 else []  # one rank reports them
+        for entry, why in problems:
             summary.add(entry, "skipped", error=why)
             print(f"{entry}: SKIPPED: {why}", file=sys.stderr)
-        if found.own_outputs:
+        if found.own_outputs and shard.rank == 0:
             names = ", ".join(p.name for p in found.own_outputs[:3]) + (", ..." if len(found.own_outputs) > 3 else "")
             print(f"not taken as inputs: {len(found.own_outputs)} PNGs written by crf-lab ({names})", file=sys.stderr)
-        total = len(found.files) + len(found.problems)
-        failures = len(found.problems)
-        for i, path in enumerate(found.files, 1):
-            signals.check()
-            current = path
-            prefix = f"[{i}/{len(found.files)}] {path}"
-            targets = plan[path]
-            if args.skip_existing and outputs_complete(targets):
-                existing += 1
-                summary.add(path, "existing", outputs=[str(t) for t in targets.values()])
-                print(f"{prefix}: skipped, its outputs exist (--skip-existing)", file=sys.stderr)
-                continue
-            t0 = time.perf_counter()
-            try:
-                if args.volume:
-                    volume, labels, q, notes, checked, changed = refine_volume(
-                        args, path, params, iterations, unary_summary
-                    )
-                    write_outputs(encode_volume_outputs(targets, volume, labels, q), signals, mode)
-                    size = "x".join(map(str, volume.spatial_shape)) + f" (C={volume.channels})"
-                else:
-                    image, labels, q, notes, checked, changed = _refine_one(args, path, params, iterations, voc)
-                    write_outputs(encode_outputs(targets, image, labels, q), signals, mode)
-                    size = f"{image.shape[1]}x{image.shape[0]}"
-            except StopBatch:  # the disk is full: no later image can be written either
-                raise
-            except Exception as exc:  # a bad file, or one this machine cannot process: report, go on
-                _reraise_interrupt(exc)
-                failures += 1
-                why = _failure_text(exc, path)
-                summary.add(path, "failed", error=why, ms=round(1e3 * (time.perf_counter() - t0)))
-                print(f"{prefix}: FAILED: {why}", file=sys.stderr)
-                continue
-            refined += 1
-            current = None
-            ms = 1e3 * (time.perf_counter() - t0)
-            summary.add(
-                path,
-                "ok",
-                size=size,
-                labels=int(q.shape[0]),
-                unary="; ".join(notes),
-                verdict=checked[0].removeprefix("unary: "),
-                warnings=[w.removeprefix("warning: ") for w in checked[1:]],
-                ms=round(ms),
-                changed=round(changed, 6),
-                outputs=[str(t) for t in targets.values()],
-            )
-            print(
-                f"{prefix}: ok, {size}, L={q.shape[0]}, {ms:.0f} ms ({'; '.join(notes)})",
-                *(f"    {line}" for line in checked),
-                sep="\n",
-                file=sys.stderr,
-            )
+        total = len(files) + len(problems)
+        progress = stack.enter_context(contextlib.closing(Progress(len(files), args.quiet, shard.label)))
+        tally = _Tally(summary, progress, len(files), shard.label)
+        tally.failures = len(problems)
+        todo = []
+        for path in files:
+            if args.skip_existing and outputs_complete(plan[path]):
+                tally.skipped_existing(path, plan[path])
+            else:
+                todo.append(path)
+        if args.workers > 1 and len(todo) > 1:
+            _pooled(args, todo, plan, params, iterations, signals, mode, tally, current)
+        else:
+            for path in todo:
+                signals.check()
+                current.add(path)
+                t0 = time.perf_counter()
+                try:
+                    payloads, info, checked = compute(args, path, plan[path], params, iterations, voc)
+                    write_outputs(payloads, signals, mode)
+                except StopBatch:  # the disk is full: no later image can be written either
+                    raise
+                except Exception as exc:  # a bad file, or one this machine cannot process: report, go on
+                    _reraise_interrupt(exc)
+                    tally.failed(path, failure_text(exc, path), 1e3 * (time.perf_counter() - t0))
+                    current.discard(path)
+                    continue
+                current.discard(path)
+                tally.ok(path, plan[path], info, checked, 1e3 * (time.perf_counter() - t0))
         signals.check()
     except StopBatch as exc:
-        if current is not None:
-            summary.add(current, "failed", error=f"stopped the batch: {exc}")
+        for path in sorted(current, key=str):
+            summary.add(path, "failed", error=f"stopped the batch: {exc}")
+        complete = 0 if tally is None else tally.refined + tally.existing
         print(
-            f"STOPPED: {exc}. Nothing partial was left ({current}'s outputs were not written); "
-            f"{refined + existing} of {total} images are complete in {out}. "
+            f"STOPPED: {exc}. Nothing partial was left ({', '.join(map(str, current))}'s outputs were not "
+            f"written); {complete} of {total} images are complete in {out}. "
             "Free some space, then rerun with --skip-existing to finish.",
             file=sys.stderr,
         )
         return 1
     except Interrupted as exc:
-        during = f" while refining {current} (its outputs were not written)" if current else ""
+        during = f" while refining {', '.join(map(str, current))} (its outputs were not written)" if current else ""
+        complete = 0 if tally is None else tally.refined + tally.existing
         print(
-            f"interrupted by {exc}{during}; no partial file is left, {refined + existing} of {total} images are "
+            f"interrupted by {exc}{during}; no partial file is left, {complete} of {total} images are "
             f"complete in {out}. Rerun with --skip-existing to finish.",
             file=sys.stderr,
         )
         return exc.exit_code
+    progress.close()
     print(
-        f"{refined + existing} of {total} {'volumes' if args.volume else 'images'} refined into {out}"
-        + (f" ({existing} already there, skipped)" if existing else "")
-        + (f"; {failures} failed" if failures else ""),
+        f"{shard.label + ': ' if shard.label else ''}{tally.refined + tally.existing} of {total} "
+        f"{'volumes' if args.volume else 'images'} refined into {out}"
+        + (f" ({tally.existing} already there, skipped)" if tally.existing else "")
+        + (f"; {tally.failures} failed" if tally.failures else ""),
         file=sys.stderr,
     )
-    return 1 if failures else 0
+    return 1 if tally.failures else 0
+
+
+def _pooled(args, todo, plan, params, iterations, signals: Signals, mode: int, tally: _Tally, current: set) -> None:
+    """``--workers N``: refine in N single-threaded processes; this process writes every output and the record.
+
+    The workers only compute (:func:`compute`); each result's files are written here all or nothing, as
+    without workers, so a stop (SIGINT, SIGTERM, a full disk) leaves nothing partial: the workers are ended and
+    the inputs in flight are "not reached".
+    """
+    from lab.cli.parallel import pooled
+
+    with contextlib.closing(pooled(args, todo, plan, params, iterations)) as results:
+        for path, result in results:
+            signals.check()
+            if result[0] == "failed":
+                tally.failed(path, result[1], result[2])
+                continue
+            _, payloads, info, checked, ms = result
+            try:
+                write_outputs(payloads, signals, mode)
+            except StopBatch:
+                current.add(path)
+                raise
+            except OSError as exc:
+                tally.failed(path, failure_text(exc, path), ms)
+                continue
+            tally.ok(path, plan[path], info, checked, ms)
+            signals.check()

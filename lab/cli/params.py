@@ -3,8 +3,11 @@
 :func:`crf_params` reads the file (UTF-8, a BOM allowed), checks the type of every key the CLI uses
 (θ, weights, ``compat``, ``normalize``, ``window_size``, ``iterations``) before :class:`lab.crf.CRFParams`
 sees it, applies the flags in :data:`OVERRIDES` one by one so that a bad value names its flag, and returns
-the parameters with the number of mean-field iterations. Every error is a :class:`lab.cli.args.UsageError`.
-:func:`mean_field_q` runs mean field with them, as photos and volumes share it.
+the parameters with the number of mean-field iterations; :func:`crf_settings` also gives the working size
+(``--working-size``, else the file's ``working_size``, else :data:`lab.explore.defaults.DEFAULT_WORKING_SIZE`).
+What neither the file nor a flag sets is :mod:`lab.explore.defaults`' value, the app's too. Every error is a
+:class:`lab.cli.args.UsageError`. :func:`mean_field_q` runs mean field with them, as photos and volumes share
+it.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ def _check_params_doc(doc: object, where: str) -> None:
         v = doc.get(key)
         if key in doc and not (isinstance(v, int) and not isinstance(v, bool) and v >= least):
             raise bad(key, f"an integer >= {least}")
+    v = doc.get("working_size")
+    if "working_size" in doc and not (isinstance(v, int) and not isinstance(v, bool) and (v == 0 or v >= 8)):
+        raise bad("working_size", "an integer >= 8 (the longer side in pixels), or 0 for the image's own size")
 
 
 def mean_field_q(args: argparse.Namespace, unary, guide, params: CRFParams, iterations: int):
@@ -92,8 +98,28 @@ def crf_params(args: argparse.Namespace) -> tuple[CRFParams, int]:
 
     Each error is a :class:`UsageError` naming the file and the key, or the flag.
     """
+    params, iterations, _ = _read(args)
+    return params, iterations
+
+
+def crf_settings(args: argparse.Namespace) -> tuple[CRFParams, int, int]:
+    """:func:`crf_params` and the working size (the longer side in pixels; 0 = the image's own size).
+
+    The working size is ``--working-size`` (``--max-side``) when given, else the ``--params`` file's
+    ``working_size`` (the app's slider), else :data:`lab.explore.defaults.DEFAULT_WORKING_SIZE`.
+    """
+    from lab.explore.defaults import DEFAULT_WORKING_SIZE
+
+    params, iterations, extra = _read(args)
+    given = getattr(args, "working_size", None)
+    size = given if given is not None else extra.get("working_size", DEFAULT_WORKING_SIZE)
+    return params, iterations, size
+
+
+def _read(args: argparse.Namespace) -> tuple[CRFParams, int, dict]:
     from lab.crf import CRFParams
     from lab.explore import params_from_json
+    from lab.explore.defaults import DEFAULT_ITERATIONS
 
     base: dict = {}
     extra: dict = {}
@@ -134,7 +160,7 @@ def crf_params(args: argparse.Namespace) -> tuple[CRFParams, int]:
         params = CRFParams(**base)
     except (ValueError, TypeError, ArithmeticError, RuntimeError) as exc:
         raise UsageError(str(exc)) from None
-    iterations = args.iterations if args.iterations is not None else extra.get("iterations", 5)
+    iterations = args.iterations if args.iterations is not None else extra.get("iterations", DEFAULT_ITERATIONS)
     if iterations < 0:
         raise UsageError(f"--iterations: expected an integer >= 0, got {iterations}")
-    return params, iterations
+    return params, iterations, extra

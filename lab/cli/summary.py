@@ -27,6 +27,7 @@ CSV_COLUMNS = (
     "input",
     "status",
     "size",
+    "working_size",
     "labels",
     "unary",
     "verdict",
@@ -37,11 +38,13 @@ CSV_COLUMNS = (
     "error",
 )
 STATUSES = ("ok", "failed", "skipped", "existing", "not reached")
+# the columns of summary.csv files that earlier versions wrote (before "working_size"): theirs too are replaced
+EARLIER_COLUMNS = (tuple(c for c in CSV_COLUMNS if c != "working_size"),)
 
 
-def _csv_header() -> str:
+def _csv_header(columns: tuple[str, ...] = CSV_COLUMNS) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(CSV_COLUMNS)
+    csv.writer(buf, lineterminator="\n").writerow(columns)
     return buf.getvalue()
 
 
@@ -69,7 +72,7 @@ def _check_csv(path: Path) -> None:
             head = f.readline()
     except (OSError, UnicodeDecodeError):
         head = ""
-    if head != _csv_header():
+    if head not in {_csv_header(c) for c in (CSV_COLUMNS, *EARLIER_COLUMNS)}:
         raise UsageError(
             f"--out: {path} exists and was not written by {SOFTWARE_TAG}; it is never overwritten: move it, "
             "or choose another --out"
@@ -85,12 +88,20 @@ class RunSummary:
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.parameters: dict = {}
         self.entries: list[dict] = []
+        self.extra: dict = {}  # more top-level keys of summary.json (the ranks of a torchrun run)
         self._previous: dict[str, dict] = {}
 
-    def check(self) -> None:
-        """Refuse summaries in ``out`` that this tool did not write; remember the entries of one it did."""
+    def check(self, shard=None) -> None:
+        """Refuse summaries in ``out`` that this tool did not write; remember the entries of one it did.
+
+        Under ``torchrun`` (``shard``: a :class:`lab.cli.ranks.Shard`) this rank's ``summary.rank<k>.json`` too.
+        """
         doc = _ours_json(self.out / SUMMARY_JSON)
         _check_csv(self.out / SUMMARY_CSV)
+        if shard is not None and shard.world > 1:
+            from lab.cli.ranks import part_name
+
+            _ours_json(self.out / part_name(shard.rank))
         if doc:
             self._previous = {e.get("input"): e for e in doc["images"] if isinstance(e, dict)}
 
@@ -118,6 +129,7 @@ class RunSummary:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "counts": self.counts(),
             "parameters": self.parameters,
+            **self.extra,
             "images": self.entries,
         }
         buf = io.StringIO()

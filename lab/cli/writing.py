@@ -91,20 +91,34 @@ def _write_set(payloads: dict[Path, bytes], signals: Signals, mode: int) -> None
             tmp.unlink(missing_ok=True)
 
 
-def encode_outputs(targets: dict[str, Path], image: np.ndarray, labels: np.ndarray, q: np.ndarray) -> dict[Path, bytes]:
+def encode_outputs(
+    targets: dict[str, Path],
+    image: np.ndarray,
+    labels: np.ndarray,
+    q: np.ndarray | None,
+    *,
+    names: tuple[str, ...] | None = None,
+    before: np.ndarray | None = None,
+    titles: tuple[str, str] = ("unary (arg-max)", "CRF"),
+    legend: bool = True,
+) -> dict[Path, bytes]:
     """Each target file's contents: ``targets`` maps "labels" / "q" / "overlay" to a path.
 
     Args:
         targets: where each output goes; "labels" always, "q" and "overlay" when asked for.
-        image: (H, W, 3) uint8, the image as refined.
+        image: (H, W, 3) uint8, the image at the outputs' size.
         labels: (H, W) integer labels, 0..255.
-        q: (L, H, W) the marginals, stored as float32.
+        q: (L, H, W) the marginals, stored as float32 (None when "q" is not among ``targets``).
+        names: the class names for the overlay's legend (None: the label numbers).
+        before: (H, W) the unary's arg-max: the overlay is then before | after (:func:`lab.cli.legend.overlay_figure`).
+        titles: the two panels' titles.
+        legend: whether the overlay has a legend.
     """
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
+    from lab.cli.legend import overlay_figure
     from lab.explore import label_png
-    from lab.viz import overlay
 
     payloads = {targets["labels"]: tag_png(label_png(labels))}
     if "q" in targets:
@@ -115,6 +129,7 @@ def encode_outputs(targets: dict[str, Path], image: np.ndarray, labels: np.ndarr
         info = PngInfo()
         info.add_text("Software", SOFTWARE_TAG)
         buf = io.BytesIO()
-        Image.fromarray(overlay(image, labels)).save(buf, format="PNG", pnginfo=info)
+        figure = overlay_figure(image, labels, names, before=before, titles=titles, legend=legend)
+        Image.fromarray(figure).save(buf, format="PNG", pnginfo=info)
         payloads[targets["overlay"]] = buf.getvalue()
     return payloads

@@ -35,11 +35,12 @@ def test_voc_unary_writes_the_outputs(chelsea, tmp_path, capfd):
     assert rc == 0, err
     labels = np.asarray(Image.open(out / "chelsea_labels.png"))
     q = np.load(out / "chelsea_q.npy")
-    assert q.shape == (21, *labels.shape) and labels.shape == (80, 120)
+    assert q.shape == (21, *labels.shape) and labels.shape == (300, 451)  # refined at 120 × 80, written at 451
     assert np.array_equal(labels, q.argmax(0))
     np.testing.assert_allclose(q.sum(0), 1, atol=1e-5)
     assert (labels == VOC_CLASS_NAMES.index("cat")).mean() > 0.6  # 0.77 at full size, before the CRF
-    assert (out / "chelsea_overlay.png").exists()
+    overlay = Image.open(out / "chelsea_overlay.png")
+    assert overlay.size[1] == 300 and overlay.size[0] > 451  # the input's size, and the legend beside it
     line = next(s for s in err.splitlines() if "chelsea.png: ok" in s)
     assert "L=21" in line and "VOC unary, T=1; cat " in line and " %, background " in line
     assert "Traceback" not in err and "XNNPACK" not in err  # MediaPipe's load log stays off stderr (fd 2)
@@ -102,3 +103,14 @@ def test_a_sharp_voc_unary_gets_the_near_one_hot_warning(chelsea, tmp_path, caps
     at = next(i for i, s in enumerate(lines) if "chelsea.png: ok" in s)
     assert lines[at + 1].startswith("    unary: log-probabilities, ")
     assert any("near one-hot" in s and "temperature" in s for s in lines[at + 2 :] if s.startswith("    warning: "))
+
+
+@needs_mediapipe
+def test_voc_overlay_legend_names_the_classes_present(chelsea, tmp_path, capsys, drawn):
+    texts = drawn
+    rc, err = run(capsys, "refine", chelsea, "--unary", "voc", "--out", tmp_path / "o", "--before-after", *FAST)
+    assert rc == 0, err
+    assert texts[:2] == ["unary (arg-max)", "CRF, T = 2"]
+    assert "cat" in texts[2:] and all(t in VOC_CLASS_NAMES for t in texts[2:])
+    labels = np.asarray(Image.open(tmp_path / "o" / "chelsea_labels.png"))
+    assert {VOC_CLASS_NAMES[i] for i in np.unique(labels)} <= set(texts[2:])  # every class shown is named
