@@ -36,7 +36,7 @@ from lab.explore import (
     to_tensor,
     trim_heap,
 )
-from lab.explore.defaults import DEFAULT_ITERATIONS, DEFAULT_PARAMS, DEFAULT_WORKING_SIZE
+from lab.explore.defaults import APP_WORKING_SIZE, DEFAULT_ITERATIONS, DEFAULT_PARAMS
 from lab.explore.fit_view import FIT_SECONDS, FIT_SIDE, fit_to_truth
 from lab.explore.voc_view import (
     class_names_for,
@@ -308,7 +308,7 @@ def main() -> None:
         "Working size (longer side, px)",
         64,
         1024,
-        DEFAULT_WORKING_SIZE,
+        APP_WORKING_SIZE,
         step=32,
         key="work_size",
         help="Large images are downscaled to this size before inference; the original size is shown.",

@@ -39,7 +39,8 @@ class names with --unary voc, else label numbers); --before-after puts the unary
 
 Defaults: θα {p.theta_alpha:g} px, θβ {p.theta_beta:g}, θγ {p.theta_gamma:g} px, w bilateral {p.w_bilateral:g}, \
 w spatial {p.w_spatial:g}, T {iterations}, working size {working_size}: the app's and
-lab.crf.CRFParams', from lab.explore.defaults; a --params JSON (the app's download) replaces them, the flags
+lab.crf.CRFParams', from lab.explore.defaults (the app starts at a working size of {app_working_size}, for live
+knobs); a --params JSON (the app's download, with the working size it ran at) replaces them, the flags
 replace the file's values.
 
 Files: outputs are written as NAME_labels.png, NAME_q.npy and NAME_overlay.png (NAME = the input's stem)
@@ -188,7 +189,7 @@ def check_options(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """``crf-lab`` and its ``refine`` and ``fit`` subcommands, with every option's help."""
     from lab.data.photos import DEFAULT_MAX_PIXELS
-    from lab.explore.defaults import DEFAULT_ITERATIONS, DEFAULT_WORKING_SIZE
+    from lab.explore.defaults import APP_WORKING_SIZE, DEFAULT_ITERATIONS, DEFAULT_WORKING_SIZE
     from lab.explore.defaults import DEFAULT_PARAMS as D
 
     parser = argparse.ArgumentParser(prog="crf-lab", description="CRF-RNN Lab command line.")
@@ -196,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "refine",
         help="refine images with mean-field inference in the dense CRF",
-        description=DESCRIPTION.format(p=D, iterations=DEFAULT_ITERATIONS, working_size=DEFAULT_WORKING_SIZE),
+        description=DESCRIPTION.format(
+            p=D, iterations=DEFAULT_ITERATIONS, working_size=DEFAULT_WORKING_SIZE, app_working_size=APP_WORKING_SIZE
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument(

@@ -104,7 +104,7 @@ def test_the_defaults_are_one_set():
             key = next((k.value.value for k in node.keywords if k.arg == "key"), None)
             defaults[key] = ast.unparse(node.args[-1])
     assert {k: defaults[k] for k in KNOBS} == {k: f"DEFAULT_PARAMS.{k}" for k in KNOBS}
-    assert defaults["iterations"] == "DEFAULT_ITERATIONS" and defaults["work_size"] == "DEFAULT_WORKING_SIZE"
+    assert defaults["iterations"] == "DEFAULT_ITERATIONS" and defaults["work_size"] == "APP_WORKING_SIZE"
 
 
 def test_help_states_the_defaults():
