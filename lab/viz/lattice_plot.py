@@ -148,7 +148,7 @@ def _reach(center: torch.Tensor) -> torch.Tensor:
 
     The impulse is splatted onto the d+1 corners of its simplex; blurring along axis j moves mass by ± step_j,
     once per axis, so it reaches corner + Σ_j a_j·step_j with every a_j ∈ {−1, 0, 1}: at most
-    (d+1)·3^(d+1) vertices (19 for d = 2).
+    (d+1)·3^(d+1) vertices (6 for d = 1, 27 for d = 2, 108 for d = 3).
     """
     d = center.shape[0]
     geo = lattice_geometry(center[None])
@@ -169,7 +169,7 @@ def impulse_response(center: torch.Tensor, points: torch.Tensor) -> np.ndarray:
     to a vertex that no point touches; to measure the lattice's own kernel, unaffected by that, the lattice
     is built over ``center``, ``points`` and every vertex the blur can reach from ``center``. (For the
     kernel between points with nothing around them, see :func:`pair_response`.) Cost: one lattice over
-    P + (d+1)·3^(d+1) points.
+    at most P + 1 + (d+1)·3^(d+1) points.
 
     Args:
         center: (d,) the impulse's features, divided by the bandwidths.
@@ -352,7 +352,6 @@ def draw_blur_steps(ax, origin: Sequence[float], colors: Sequence[str] = ("C0", 
     for j, (step, color) in enumerate(zip(steps, colors, strict=True)):
         for sign in (1, -1):
             ax.annotate("", o + sign * step, o, arrowprops={"arrowstyle": "->", "color": color, "lw": 2}, zorder=5)
-        at = o + 0.5 * step + 0.14 * np.array([-step[1], step[0]])  # beside the middle of the + arrow
         at = o + 0.5 * step + 0.14 * np.array([-step[1], step[0]])  # beside the middle of the + arrow
         ax.annotate(f"axis {j}", at, ha="center", va="center", fontsize=9, color=color, fontweight="bold")
     return steps
