@@ -21,21 +21,23 @@
 #
 # $$\tilde v_i = \sum_{j=1}^{N} \exp\big(-\tfrac12 |\mathbf{f}_i - \mathbf{f}_j|^2\big)\, v_j .$$
 #
-# Done directly that is $N^2$ terms: 10¹¹ for a 500×500 image, per label, per iteration. A regular grid over
+# Done directly that is $N^2$ terms: 6·10¹⁰ for a 500×500 image, per label, per iteration. A regular grid over
 # the feature space (the bilateral grid) would need a number of cells exponential in $d$. The
 # **permutohedral lattice** (Adams, Baek & Davis, 2010) needs only the $d+1$ corners of one simplex per point:
 #
 # 1. **splat**: each point spreads its value onto the $d+1$ corners of the lattice simplex that encloses
 #    it, with barycentric weights;
 # 2. **blur**: the lattice values are blurred with $[\frac14, \frac12, \frac14]$ along each of the $d+1$
-#    lattice directions (a Gaussian, by repeated small convolutions);
+#    lattice directions in turn (a Gaussian-like bump, by repeated small convolutions);
 # 3. **slice**: each point reads the value back from its $d+1$ corners with the same weights.
 #
-# Every stage touches each point or vertex a constant number of times: **O(N·d²)** instead of O(N²·d)
-# (building the lattice adds one sort of the N·(d+1) corners, done once per image and θ).
+# Each point touches $d+1$ vertices, and each of the at most $(d+1)N$ vertices is blurred along $d+1$ axes:
+# at most **O(N·d²)** operations per channel instead of O(N²·d) (building the lattice adds one sort of the
+# N·(d+1) corners, done once per image and θ).
 #
-# **Contents** 1. the lattice in 2-D · 2. splat, blur and slice on a signal · 3. accuracy against the exact
-# Gaussian as θ and d vary · 4. O(N) vs O(N²) · 5. bilateral filtering of a photo
+# **Contents** 1. the lattice in 2-D · 2. splat, blur and slice on a 1-D signal · 3. the kernel the lattice
+# computes, in 2-D · 4. accuracy against the exact Gaussian as θ and d vary · 5. O(N) vs O(N²) ·
+# 6. bilateral filtering of a photo
 
 # %%
 import time
@@ -43,11 +45,20 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.collections import LineCollection
 
 import lab
 from lab.data import sample_images
 from lab.explore import fit_image, to_tensor
-from lab.viz.lattice_plot import draw_lattice_2d, lattice_geometry
+from lab.viz.lattice_plot import (
+    blur_steps,
+    draw_blur_steps,
+    draw_lattice_2d,
+    impulse_response,
+    lattice_geometry,
+    lattice_mesh_2d,
+    pair_response,
+)
 
 torch.set_num_threads(1)  # shared machine: one thread
 plt.rcParams.update({"figure.dpi": 80})
@@ -59,30 +70,52 @@ plt.rcParams.update({"figure.dpi": 80})
 # the integer vectors whose coordinates all have the same remainder modulo $d+1$. For $d = 2$ that plane is
 # tiled by **equilateral triangles**. A point is first *elevated* onto the plane (a fixed linear map, scaled
 # so that the final blur has σ = 1), then its enclosing simplex is found by rounding to the nearest
-# "remainder-0" point and sorting the leftover coordinates. Below, the lattice is drawn back in the
-# feature plane: grey = the tiling, orange = the vertices that our points actually touch, green = the
-# enclosing triangle of one point, with its three **barycentric weights** (line width ∝ weight).
+# "remainder-0" point and sorting the leftover coordinates (`docs/lattice.md`, steps 1–3). Below, the lattice
+# is drawn back in the feature plane, for six random points. Left: grey = the tiling, orange = the vertices
+# the points touch, blue = the triangle that encloses each point, green = one point's triangle with its three
+# **barycentric weights** (the thicker the line, the larger the weight). Right: the blur's three axes, the
+# directions along which it mixes each vertex with its two neighbours.
 
 # %%
 gen = torch.Generator().manual_seed(0)
-points = torch.rand(40, 2, generator=gen, dtype=torch.float64) * torch.tensor([6.0, 4.0])  # features, units of σ
-fig, ax = plt.subplots(figsize=(8.5, 6))
-geo = draw_lattice_2d(ax, points, highlight=7)
-ax.set_title("40 points in a 2-D feature space and their permutohedral lattice")
-ax.legend(loc="upper right", fontsize=9)
+points = torch.rand(6, 2, generator=gen, dtype=torch.float64) * torch.tensor([4.0, 3.0])  # features, units of σ
+geo = lattice_geometry(points)
+p = int(np.argmax(geo.barycentric.min(1)))  # the point farthest from its triangle's edges: three clear weights
+
+fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1.6, 1]}, constrained_layout=True)
+draw_lattice_2d(axes[0], points, highlight=p, shade=range(len(points)))
+axes[0].legend(loc="lower right", fontsize=9)
+axes[0].set_title(f"{len(points)} points, the triangle around each, the weights of point {p}")
+_, edges = lattice_mesh_2d((-2.0, -2.0), (2.0, 2.0))
+axes[1].add_collection(LineCollection(edges, colors="0.82", linewidths=0.8, zorder=0))
+steps = draw_blur_steps(axes[1], (0.0, 0.0))
+neighbours = np.concatenate([steps, -steps])
+axes[1].scatter(*np.concatenate([neighbours, [[0.0, 0.0]]]).T, s=28, c="tab:orange", edgecolors="k", zorder=6)
+for q in neighbours:
+    axes[1].annotate("¼", q, textcoords="offset points", xytext=(0, -15), ha="center", fontsize=11)
+axes[1].annotate("½", (0, 0), textcoords="offset points", xytext=(8, -15), fontsize=11)
+axes[1].set(xlim=(-1.6, 1.6), ylim=(-1.4, 1.4), aspect="equal", xlabel="feature 1 (units of σ)")
+axes[1].set_title("the blur: [¼, ½, ¼] along axis 0, then 1, then 2")
 plt.show()
 
+b = geo.barycentric[p]
+print(f"point {p} at {geo.points[p].round(3)}: corners {geo.corners[p].round(2).tolist()}")
+print(f"barycentric weights {b.round(4)}: sum = {b.sum():.15f}, smallest = {b.min():.4f}")
+assert abs(b.sum() - 1) < 1e-12 and (b >= 0).all()  # a point's weights: non-negative, summing to 1
+recon = (b[:, None] * geo.corner_keys[p]).sum(0)  # Σ_k b_k · corner_k on the plane Σ = 0
+print("on the plane Σ = 0:  Σ_k b_k·corner_k =", recon.round(4), "  elevated point =", geo.elevated[p].round(4))
+assert np.allclose(recon, geo.elevated[p], atol=1e-9)
+assert np.allclose((b[:, None] * geo.corners[p]).sum(0), geo.points[p], atol=1e-9)  # the same in feature units
+print("blur steps (feature units):", steps.round(3).tolist(), "  lengths:", np.linalg.norm(steps, axis=1).round(3))
 lat2 = lab.PermutohedralLattice(points)
 print(f"{lat2.num_points} points touch {lat2.num_vertices} lattice vertices (at most (d+1)·N = {3 * lat2.num_points})")
-print("point 7:", geo.points[7].round(3), " corners:", geo.corners[7].round(2).tolist())
-print("barycentric weights:", geo.barycentric[7].round(3), " sum =", geo.barycentric[7].sum().round(6))
-print("Σ_k b_k · corner_k =", (geo.barycentric[7][:, None] * geo.corners[7]).sum(0).round(3), "(= the point)")
 
 # %% [markdown]
-# The weights are the point's coordinates *inside* its triangle: a point near a corner gives that corner
-# almost all its mass. Nearby points share vertices; this sharing is what lets the blur move mass between
-# points. Note the spacing: the lattice has a vertex roughly every σ (the elevation's scale), so a
-# Gaussian of σ = 1 spans only a few vertices. That coarseness is the lattice's approximation.
+# The weights are the point's coordinates *inside* its triangle: they are non-negative, sum to 1, and the
+# corners weighted by them give back the point (checked above, both on the plane Σ = 0 and in feature units).
+# Points in neighbouring triangles share vertices; the blur moves mass between vertices along the three axes,
+# and so between points. The triangles' sides, and the blur steps, are 1 σ long: a Gaussian of σ = 1 spans
+# only a few vertices. That coarseness is the lattice's approximation; section 3 measures it.
 #
 # ## 2. Splat, blur and slice on a signal
 #
@@ -115,7 +148,7 @@ axes[0].set_title("1 · splat: each sample spreads onto its 2 enclosing vertices
 axes[1].stem(vertex_x[order], (blurred[:, 0] / blurred[:, 1]).numpy()[order], linefmt="C2-", markerfmt="C2o",
              basefmt=" ", label="after blur (value / weight)")
 axes[1].plot(x, signal, ".", ms=4, color="0.8")
-axes[1].set_title("2 · blur: [¼, ½, ¼] between neighbouring vertices")
+axes[1].set_title("2 · blur: [¼, ½, ¼] between neighbouring vertices, along both lattice axes")
 axes[2].plot(x, signal, ".", ms=4, color="0.75", label="signal")
 axes[2].plot(x, exact, "k-", lw=2, label="exact Gaussian filter")
 axes[2].plot(x, smoothed, "C3--", lw=2, label="lattice: slice, then divide by the sliced weight")
@@ -126,61 +159,166 @@ for ax in axes:
     ax.grid(alpha=0.3)
 fig.suptitle(f"Splat → blur → slice with σ = {sigma:g} samples: {n} samples, only {lat1.num_vertices} lattice vertices")
 plt.show()
+
+spacing = np.diff(vertex_x[order])
+print(f"vertex spacing: {spacing.min():.2f}–{spacing.max():.2f} samples = {spacing.mean() / sigma:.3f} σ "
+      f"(|blur step| for d = 1: {np.linalg.norm(blur_steps(1)[0]):.3f} σ)")
+mid = order[len(order) // 2]  # a vertex in the middle of the row
+one_hot = torch.zeros(lat1.num_vertices, 1, dtype=torch.float64)
+one_hot[mid] = 1.0
+spread = lat1.blur(one_hot)[:, 0].numpy()[order[len(order) // 2 - 3 : len(order) // 2 + 4]]
+print("blur of a single vertex, its neighbours left to right, × 16:", (16 * spread).round(6))
+ones = torch.ones(n, 1, dtype=torch.float64)
+k1_lat = lat1.filter(ones, normalize="none")[:, 0]  # K̃·1 / c: what the normalisation divides by
+k1_exact = lab.exact_gaussian_filter(ones, features, normalize="none")[:, 0]
+print(f"filtered ones K·1 at the first / middle / last sample: lattice {k1_lat[0]:.2f} / {k1_lat[n // 2]:.2f} / "
+      f"{k1_lat[-1]:.2f}, exact {k1_exact[0]:.2f} / {k1_exact[n // 2]:.2f} / {k1_exact[-1]:.2f}")
 rel = float((smoothed - exact).norm() / (exact - exact.mean()).norm())
 print(f"relative L2 error of the lattice (against the exact filter, mean removed): {rel:.3f}")
 
 # %% [markdown]
-# The vertices are fewer than the samples (one every ~0.8 σ in 1-D), and the whole Gaussian is made of one
-# three-tap blur: the lattice trades accuracy for speed. The division by the filtered ones (`normalize=
-# "after"`, as CRF-RNN) also fixes the borders, where fewer samples contribute.
+# The vertices are fewer than the samples: one every 0.87 σ in 1-D (5.2 samples here). In 1-D the lattice's
+# two axes point along the same line in opposite directions (step₀ = −step₁), so the blur is the
+# $[\frac14, \frac12, \frac14]$ stencil twice: the binomial $[1, 4, 6, 4, 1]/16$ printed above, five vertices
+# wide. The filtered ones K·1 is about half as large at the two ends as in the middle (fewer samples
+# contribute there); dividing by it (`normalize="after"`, as CRF-RNN) makes each output a weighted mean, so
+# the ends are not pulled towards 0, and the lattice follows the exact filter to the printed error.
 #
-# ## 3. How accurate is it? Error against the exact Gaussian, as θ and d vary
+# ## 3. The kernel the lattice computes, in 2-D
 #
-# Random points in a $d$-dimensional box of side 10 (in pixels, say), a random value per point, the
-# features divided by a bandwidth θ. We compare the normalised lattice filter with the exact one
-# (`lab.exact_gaussian_filter`, O(N²), float64): the error ‖lattice − exact‖ relative to the size of the
-# input's variation ‖v − mean(v)‖, averaged over 3 draws.
+# The filter is linear, so its **kernel** is its response to one impulse: splat the value 1 at one point,
+# blur, slice at a dense grid of positions around it (`impulse_response`, with `normalize="none"`: divided by
+# the lattice's kernel scale, so that it approximates $\exp(-|\Delta|^2/2)$ itself). The grid of positions
+# makes every vertex around the impulse exist, so this is the kernel of a densely filled lattice.
+#
+# A lattice only has the vertices its points touch, and the blur drops mass it would move to any other vertex.
+# So the kernel between **two points with nothing around them** (`pair_response`: each pair on a lattice of
+# its own) is another one: orange dots on the right, 600 random pairs.
 
 # %%
-n_points, trials = 1000, 3
-dims = [1, 2, 3, 5, 8]
-thetas = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
-errors = np.zeros((len(dims), len(thetas)))
+center = torch.tensor([0.37, 0.21], dtype=torch.float64)  # the impulse, somewhere inside a triangle
+step = 0.06
+axis = torch.arange(-4.5, 4.5 + step / 2, step, dtype=torch.float64)
+gx, gy = torch.meshgrid(axis, axis, indexing="xy")
+offsets = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)  # (P, 2) Δ = position − center
+kernel = impulse_response(center, center + offsets).reshape(gx.shape)  # splat at center → blur → slice at the grid
+gauss = np.exp(-0.5 * (gx**2 + gy**2).numpy())
+dist = np.hypot(gx.numpy(), gy.numpy())
+error = kernel - gauss
+
+n_pairs = 600
+r_pair = torch.rand(n_pairs, generator=gen, dtype=torch.float64) * 4
+angle = torch.rand(n_pairs, generator=gen, dtype=torch.float64) * 2 * np.pi
+a_pair = torch.rand(n_pairs, 2, generator=gen, dtype=torch.float64) * 3
+b_pair = a_pair + r_pair[:, None] * torch.stack([angle.cos(), angle.sin()], 1)
+cross, own = pair_response(a_pair, b_pair)  # what b gets from an impulse at a; what a keeps
+r_pair = r_pair.numpy()
+
+extent = (float(axis[0]), float(axis[-1]), float(axis[0]), float(axis[-1]))
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
+im = axes[0].imshow(kernel, origin="lower", extent=extent, cmap="viridis", vmin=0, vmax=1)
+levels = [0.05, 0.25, 0.5, 0.75]
+axes[0].contour(gx, gy, kernel, levels, colors="w", linewidths=1.2)
+axes[0].contour(gx, gy, gauss, levels, colors="r", linestyles="--", linewidths=1)
+c = center.numpy()
+_, edges = lattice_mesh_2d(tuple(c - 4), tuple(c + 4))
+axes[0].add_collection(LineCollection(edges - c, colors="0.6", linewidths=0.4, alpha=0.6))
+axes[0].set_title("lattice kernel (white) and exp(−|Δ|²/2) (red, dashed)\ncontours 0.05, 0.25, 0.5, 0.75")
+fig.colorbar(im, ax=axes[0], shrink=0.8)
+worst = float(np.abs(error).max())
+im = axes[1].imshow(error, origin="lower", extent=extent, cmap="RdBu_r", vmin=-worst, vmax=worst)
+axes[1].set_title(f"lattice − Gaussian (max |error| {worst:.3f})")
+fig.colorbar(im, ax=axes[1], shrink=0.8)
+for ax in axes[:2]:
+    ax.set(xlim=(-3.5, 3.5), ylim=(-3.5, 3.5), xlabel="Δ₁ (units of σ)", ylabel="Δ₂ (units of σ)")
+axes[2].plot(dist.ravel(), kernel.ravel(), ",", color="C0", alpha=0.3)
+axes[2].plot([], [], ".", color="C0", label="lattice, every vertex present (the maps)")
+axes[2].plot(r_pair, cross, ".", ms=3, color="C1", label="lattice, a lone pair of points")
+rr = np.linspace(0, 4, 200)
+axes[2].plot(rr, np.exp(-(rr**2) / 2), "k-", lw=2, label="exp(−|Δ|²/2)")
+axes[2].set(xlim=(0, 4), xlabel="|Δ| (units of σ)", title="the kernel against the distance")
+axes[2].legend(fontsize=9)
+axes[2].grid(alpha=0.3)
+plt.show()
+
+at = dist.flat[np.abs(error).argmax()]
+print(f"max |lattice − Gaussian| = {worst:.3f}, at |Δ| = {at:.2f} σ; the kernel is 0 beyond |Δ| = "
+      f"{dist[kernel > 0].max():.2f} σ; its integral / 2π = {kernel.sum() * step**2 / (2 * np.pi):.4f}")
+print(f"a lone pair: each point keeps {own.min():.2f}–{own.max():.2f} of its own impulse (exact: 1)")
+print("|Δ| (σ)   Gaussian   dense lattice (min–max)   lone pair: b's weight / a's own (mean)")
+for r0 in (1.0, 1.5, 2.0, 2.5, 3.0):
+    ring, near = np.abs(dist - r0) < 0.05, np.abs(r_pair - r0) < 0.1
+    print(f"  {r0:3.1f}     {np.exp(-r0**2 / 2):6.3f}        {kernel[ring].min():.3f}–{kernel[ring].max():.3f}"
+          f"                  {(cross / own)[near].mean():.3f}")
+
+# %% [markdown]
+# * With every vertex present, the kernel has the Gaussian's width but not its shape: its contours are
+#   rounded hexagons, the peak is off by the printed maximum error, and it is exactly zero beyond about 3.8 σ
+#   (the blur moves mass at most one step per axis, and splat and slice add one triangle each). Its integral
+#   is the Gaussian's, 2π (splat, blur and slice conserve mass).
+# * Between two lone points it is much shorter: the blur can only carry mass through vertices that exist, and
+#   a lone pair has just its two triangles' corners. In the normalised filter what matters is the neighbour's
+#   weight relative to the point's own (right-hand column of the table): close to the Gaussian up to 1.5 σ,
+#   about two thirds of it at 2 σ, almost nothing at 2.5 σ, and zero at 3 σ, where the Gaussian still gives
+#   0.011.
+#
+# ## 4. How accurate is it? Error against the exact Gaussian, as θ and d vary
+#
+# 500 random points in a $d$-dimensional box of side 10 (in pixels, say), a random value per point, the
+# features divided by a bandwidth θ. We compare the normalised lattice filter with the exact one
+# (`lab.exact_gaussian_filter`, O(N²), float64): the error ‖lattice − exact‖ relative to the size of the
+# input's variation ‖v − mean(v)‖. θ is given as a multiple of the points' median nearest-neighbour distance:
+# at θ = ½ ×, a typical point's nearest neighbour is 2 σ away.
+
+# %%
+n_points = 500
+dims = [1, 2, 3, 5]
+ratios = 2.0 ** np.arange(-6, 4)  # θ / (median nearest-neighbour distance)
+errors = np.zeros((len(dims), len(ratios)))
 for a, d in enumerate(dims):
-    for _ in range(trials):
-        pos = torch.rand(n_points, d, generator=gen, dtype=torch.float64) * 10.0
-        vals = torch.rand(n_points, 3, generator=gen, dtype=torch.float64)
-        scale = (vals - vals.mean(0)).norm()  # the size of the signal's variation
-        for b, theta in enumerate(thetas):
-            f = pos / theta
-            ex = lab.exact_gaussian_filter(vals, f)
-            ap = lab.PermutohedralLattice(f).filter(vals)
-            errors[a, b] += float((ap - ex).norm() / scale) / trials
+    pos = torch.rand(n_points, d, generator=gen, dtype=torch.float64) * 10.0
+    vals = torch.rand(n_points, 3, generator=gen, dtype=torch.float64)
+    scale = (vals - vals.mean(0)).norm()  # the size of the signal's variation
+    gaps = torch.cdist(pos, pos).fill_diagonal_(float("inf")).min(1).values  # each point's nearest neighbour
+    nearest = float(gaps.median())
+    for b, ratio in enumerate(ratios):
+        f = pos / (ratio * nearest)
+        ex = lab.exact_gaussian_filter(vals, f)
+        ap = lab.PermutohedralLattice(f).filter(vals)
+        errors[a, b] = float((ap - ex).norm() / scale)
 
 fig, ax = plt.subplots(figsize=(7.5, 4.2))
 for a, d in enumerate(dims):
-    ax.plot(thetas, errors[a], marker="o", label=f"d = {d}")
+    ax.plot(ratios, errors[a], marker="o", label=f"d = {d}")
 ax.set_xscale("log", base=2)
-ax.set_xlabel("bandwidth θ (box side 10; points ~ 10 / N^(1/d) apart)")
+ax.set_xlabel("θ / median nearest-neighbour distance")
 ax.set_ylabel("‖lattice − exact‖ / ‖v − v̄‖")
 ax.set_title(f"Lattice vs exact Gaussian, {n_points} random points, normalised filter")
 ax.legend()
 ax.grid(alpha=0.3)
 plt.show()
+for a, d in enumerate(dims):
+    top = int(errors[a].argmax())
+    print(f"d = {d}: peak {errors[a, top]:.3f} at θ = {ratios[top]:g} × nearest-neighbour distance; "
+          f"{errors[a, 0]:.3f} at θ = 1/64 ×, {errors[a, -1]:.3f} at θ = 8 ×")
 
 # %% [markdown]
-# * When θ is much **smaller** than the gap between points, every point only sees itself: both filters
-#   return the input and the error vanishes. When θ is much **larger** than the box, every point sees every
-#   other point almost equally: both return the mean. The error vanishes at both ends.
-# * In between, where θ is a little below the typical gap between points (10/N^(1/d): 2.5 for d = 5, 4.2 for
-#   d = 8), each point has a few neighbours of intermediate weight, and the lattice's coarse sampling of the Gaussian (a few
-#   vertices per σ) shows: a few per cent for d ≤ 3, a quarter and more of the signal for d = 5–8.
-# * The error grows with $d$: in more dimensions the $d+1$ corners of a simplex are a sparser sample of the
-#   Gaussian. pydensecrf uses the same lattice and has the same error. For mean field it is good enough:
-#   notebook 01 found the labels agreeing with the exact filter on ~98 % of the pixels, because a photo's
-#   features are not random: most pixels have many close neighbours (the right-hand, accurate side).
+# * Every curve has one peak (printed), at θ = ½–1 × the median nearest-neighbour distance. There a
+#   typical point's nearest neighbour is 1–2 σ away and its other neighbours farther out, where section 3's
+#   lone-pair kernel falls short of the Gaussian: two thirds of its weight at 2 σ, nothing from 2.5 σ on.
+#   The exact filter mixes those neighbours in; the lattice, whose vertices between such sparse points
+#   mostly do not exist, mixes in less.
+# * When θ is much **smaller** than the gaps, a typical neighbour lies many σ away, where the exact weight is
+#   negligible and the lattice's is zero: both filters return the input, and the error falls towards 0
+#   (printed at θ = 1/64 ×). Random points have some pairs much closer than the median, most of all in 1-D,
+#   so the d = 1 curve falls slowly.
+# * When θ is much **larger**, every point has many neighbours within 1 σ, the vertices around them exist
+#   (the dense kernel of section 3, whose errors have both signs), and the error falls again.
+# * The peak grows with $d$. pydensecrf builds the same lattice (`docs/lattice.md`), so it makes the same
+#   errors. A photo's features are dense: neighbouring pixels are 1/θα apart in position and usually close
+#   in colour, which puts them on the right-hand, accurate side of the plot.
 #
-# ## 4. O(N) against O(N²)
+# ## 5. O(N) against O(N²)
 #
 # Bilateral filtering (d = 5) of the same photo at growing sizes. The lattice time includes building it.
 
@@ -198,17 +336,17 @@ def best_of(fn, repeats=2):
     return min(times)
 
 
-sizes = [16, 24, 32, 48, 64, 96, 128, 192, 256]
+sizes = [16, 24, 32, 48, 64, 96, 128, 256]
 rows = []
 for side in sizes:
     img = to_tensor(fit_image(photo, side))
     feat = lab.bilateral_features(img, theta_alpha=side / 8, theta_beta=20.0)
     n_pix = img.shape[2] * img.shape[3]
     t_lat = best_of(lambda: lab.gaussian_filter(img, feat))  # noqa: B023 (timed immediately)
-    t_exact = best_of(lambda: lab.exact_gaussian_filter(img, feat), 1) if side <= 64 else np.nan  # noqa: B023
+    t_exact = best_of(lambda: lab.exact_gaussian_filter(img, feat), 1) if side <= 48 else np.nan  # noqa: B023
     rows.append((n_pix, t_lat, t_exact))
     print(f"{side:4d} px wide  N = {n_pix:6d}   lattice {1e3 * t_lat:8.1f} ms   exact "
-          + (f"{1e3 * t_exact:8.1f} ms" if side <= 64 else "   (skipped)"))
+          + (f"{1e3 * t_exact:8.1f} ms" if side <= 48 else "   (skipped)"))
 rows = np.array(rows)
 
 fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -226,13 +364,17 @@ ax.set_title("Bilateral filter (d = 5, 3 channels) on one CPU thread")
 ax.legend()
 ax.grid(alpha=0.3, which="both")
 plt.show()
+hours = rows[last, 2] * (500 * 500 / rows[last, 0]) ** 2 / 3600
+print(f"the exact filter's N² line, extended to a 500×500 image: {hours:.1f} hours per filtering")
 
 # %% [markdown]
-# The exact filter follows the N² line (a 500×500 image would take hours per filtering); the lattice
-# follows N, with a fixed overhead on tiny images. For mean field the lattice is built **once** per image
-# and bandwidth, then reused in every iteration (and, transposed, in the backward pass).
+# The exact filter follows the N² line (extended to a 500×500 image it gives the printed hours per
+# filtering); the lattice follows N, with a fixed overhead on tiny images. (Timings taken while other
+# programs run scatter: then rerun the cell on an idle machine.) For mean field the lattice is
+# built **once** per image and bandwidth, then reused in every iteration (and, transposed, in the backward
+# pass).
 #
-# ## 5. Bilateral filtering of a photo
+# ## 6. Bilateral filtering of a photo
 #
 # The same filter on the colours of a photo is the classic edge-preserving smoother: a pixel averages with
 # pixels that are near **and** of similar colour. Compare with a plain spatial Gaussian of the same reach.
@@ -255,8 +397,9 @@ fig.suptitle("The lattice as an image filter: blur within regions, keep the edge
 plt.show()
 
 # %% [markdown]
-# **Take-aways.** The lattice turns an N² sum into splat → blur → slice over at most (d+1)·N vertices;
-# its Gaussian is an approximation whose error we measured (largest at moderate θ and high d); it is built
-# once per image and θ and reused. In the CRF the filtered "image" is the Q map of each label, and the
-# features are the photo's positions and colours: the bilateral message of notebook 01 is exactly the
-# right-hand panel, applied to probabilities.
+# **Take-aways.** The lattice turns an N² sum into splat → blur → slice over at most (d+1)·N vertices. Its
+# kernel has the Gaussian's width but not its shape, and between sparse points it is cut short where
+# vertices are missing; the error this makes peaks when θ is about the distance between neighbouring points,
+# and it is larger in higher d. It is built once per image and θ and reused. In the CRF the filtered "image" is
+# the Q map of each label, and the features are the photo's positions and colours: the bilateral message of
+# notebook 01 is this filter (with notebook 01's bandwidths), applied to probabilities.
