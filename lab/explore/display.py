@@ -36,7 +36,7 @@ __all__ = [
 # label images are enlarged by a whole factor to about this many pixels on the longer side: the browser then
 # shrinks them to the column instead of blowing up a 64-px map with smoothing (Streamlit itself only resizes
 # images wider than 1460 px, bilinearly, which would mix the colours again)
-DISPLAY_SIDE = 768
+DISPLAY_SIDE = 512
 
 
 def _np(x: np.ndarray | torch.Tensor) -> np.ndarray:
