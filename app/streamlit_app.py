@@ -274,9 +274,14 @@ def uploaded_fcn(data: bytes, name: str):
     return load_uploaded_fcn(data, name)
 
 
+VIEWS_KEPT = 256  # the most drawn views (≈ 0.1–0.3 MB each as PNG) a session keeps for the run on screen
+
+
 def memo(views: dict, key, build):
     """``views[key]``, built by ``build()`` the first time: what the run on screen drew, per view and t."""
     if key not in views:
+        if len(views) >= VIEWS_KEPT:
+            views.clear()  # a long scrub with the step view on: start again rather than grow without bound
         views[key] = build()
     return views[key]
 
