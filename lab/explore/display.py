@@ -177,8 +177,8 @@ def change_view(
 ) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """The relabelled pixels in their new class's colour over the faded photo, and the flips per old → new pair.
 
-    The view is :func:`lab.explore.voc_view.flip_view`'s and the pairs :func:`flip_counts`', from one
-    :func:`lab.explore.flip_map` (the app draws two of these every time t moves).
+    The view is :func:`lab.explore.voc_view.flip_view`'s and the pairs :func:`flip_counts`', computed on the
+    changed pixels only (the app draws two of these every time t moves).
 
     Args:
         image: (H, W, 3) uint8 RGB.
@@ -199,16 +199,21 @@ def change_view(
     """
     from lab.explore.voc_view import faded_grey
 
-    colours = np.asarray(colours)
-    ids = flip_map(before, after, num_classes=num_classes)  # old · L + new, −1 where unchanged
-    if ids.shape != np.asarray(image).shape[:2]:
-        raise ValueError(f"before: expected the image's shape {np.asarray(image).shape[:2]}, got {ids.shape}")
+    old, new, colours = _np(before), _np(after), np.asarray(colours)
+    if old.shape != new.shape or old.shape != np.asarray(image).shape[:2]:
+        raise ValueError(
+            f"before, after: expected the image's shape {np.asarray(image).shape[:2]}, got {old.shape} and {new.shape}"
+        )
+    if not (np.issubdtype(old.dtype, np.integer) and np.issubdtype(new.dtype, np.integer)):
+        raise TypeError(f"before, after: expected integer class ids, got {old.dtype} and {new.dtype}")
     if len(colours) < num_classes:
         raise ValueError(f"colours: expected ({num_classes}, 3) class colours, got {colours.shape}")
+    if old.size and (min(old.min(), new.min()) < 0 or max(old.max(), new.max()) >= num_classes):
+        raise ValueError(f"before, after: expected class ids in 0..{num_classes - 1}")
+    changed = old != new  # only the changed pixels are read below: the few along edges, not all H·W
     out = faded_grey(image, dim)
-    changed = ids >= 0
-    out[changed] = colours[ids[changed] % num_classes]
-    pair_ids, counts = np.unique(ids[changed], return_counts=True)
+    out[changed] = colours[new[changed]]
+    pair_ids, counts = np.unique(old[changed].astype(np.int64) * num_classes + new[changed], return_counts=True)
     order = np.argsort(-counts, kind="stable")
     return out, [(*divmod(int(pair_ids[i]), num_classes), int(counts[i])) for i in order]
 

@@ -144,3 +144,17 @@ def test_uploaded_fcn_loads_tensors_only():
     torch.save({"model": {"w": torch.zeros(1)}}, buf)
     with pytest.raises(ValueError, match=r"f\.pt: no FCN in it"):
         load_uploaded_fcn(buf.getvalue(), "f.pt")
+
+
+def test_change_view_refuses_what_it_cannot_draw():
+    photo = np.zeros((2, 3, 3), np.uint8)
+    ok = np.zeros((2, 3), np.int64)
+    colours = class_colours(2)
+    with pytest.raises(ValueError, match="before, after: expected the image's shape"):
+        change_view(photo, ok[:1], ok[:1], 2, colours)
+    with pytest.raises(TypeError, match="integer class ids"):
+        change_view(photo, ok.astype(float), ok, 2, colours)
+    with pytest.raises(ValueError, match=r"class ids in 0\.\.1"):
+        change_view(photo, ok, ok + 2, 2, colours)
+    with pytest.raises(ValueError, match="colours"):
+        change_view(photo, ok, ok, 3, colours)
