@@ -8,6 +8,7 @@ Run with ``make app`` (or ``streamlit run app/streamlit_app.py``).
 from __future__ import annotations
 
 import html
+import io
 import zipfile
 import zlib
 
@@ -15,6 +16,7 @@ import numpy as np
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from lab._paths import train_artifacts
 from lab.cli import EXACT_MAX_PIXELS
 from lab.crf import CRFParams, TrainedCRF, TrainedCRFUnavailable, find_trained_crfs, load_trained_crf
 from lab.data import load_image, sample_images
@@ -30,17 +32,29 @@ from lab.explore import (
     crf_changes,
     fit_image,
     label_png,
+    params_key,
     params_to_json,
     q_npy,
     run_crf,
     to_tensor,
     trim_heap,
 )
+from lab.explore.availability import load_uploaded_fcn, training_command, unavailable_backends
 from lab.explore.defaults import APP_WORKING_SIZE, DEFAULT_ITERATIONS, DEFAULT_PARAMS
+from lab.explore.display import (
+    change_view,
+    class_colours,
+    colorbar_png,
+    label_image,
+    legend_items,
+    png_bytes,
+    scalar_image,
+    step_ranges,
+    upscale_nearest,
+)
 from lab.explore.fit_view import FIT_SECONDS, FIT_SIDE, fit_to_truth
 from lab.explore.voc_view import (
     class_names_for,
-    flip_pairs_view,
     present_classes,
     report_sample,
     truth_from_image,
@@ -65,8 +79,7 @@ from lab.unary import (
     voc_unary,
 )
 from lab.unary.voc import VOCUnavailable
-from lab.viz import changed_mask, class_heatmap, colorize, entropy_map, fit_figure, kl_figure, overlay
-from lab.viz.palette import PALETTE
+from lab.viz import changed_mask, entropy_map, fit_figure, kl_figure
 
 # the CRF knobs' ranges (a trained CRF's values outside them are clamped, and the app says so)
 KNOB_RANGES = {
@@ -256,6 +269,60 @@ def resize_labels(labels: np.ndarray, h: int, w: int) -> np.ndarray:
     )
 
 
+@st.cache_resource(max_entries=2, show_spinner="Loading the uploaded FCN…")
+def uploaded_fcn(data: bytes, name: str):
+    """An uploaded FCN checkpoint, read once per file content (unpickled with weights_only=True)."""
+    return load_uploaded_fcn(data, name)
+
+
+VIEWS_KEPT = 256  # the most drawn views (≈ 0.1–0.3 MB each as PNG) a session keeps for the run on screen
+
+
+def memo(views: dict, key, build):
+    """``views[key]``, built by ``build()`` the first time: what the run on screen drew, per view and t."""
+    if key not in views:
+        if len(views) >= VIEWS_KEPT:
+            views.clear()  # a long scrub with the step view on: start again rather than grow without bound
+        views[key] = build()
+    return views[key]
+
+
+def show_image(where, build, caption: str, views: dict, key) -> None:
+    """``build()``'s (H, W, 3) image as lossless PNG, enlarged by whole pixels, encoded once per run and ``key``.
+
+    No colour that is not in the image reaches the browser (no JPEG, no smoothing upscale); scrubbing t back
+    to a frame already seen costs neither drawing nor encoding.
+    """
+    data = memo(views, ("png", key), lambda: png_bytes(upscale_nearest(build())))
+    where.image(data, caption=caption, width="stretch", output_format="PNG")
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def legend_html(items) -> str:
+    """Swatch and name per (id, name, colour) of :func:`lab.explore.display.legend_items`."""
+    return " ".join(f"{swatch(colour)}{html.escape(name)}" for _, name, colour in items)
+
+
+def flip_legend_html(flips, names, colours, limit: int) -> str:
+    """The old → new pairs of :func:`lab.explore.display.flip_counts` with both classes' swatches and the pixels."""
+    if not flips:
+        return "No pixel changed class."
+    items = [
+        f"{swatch(colours[old])}{html.escape(names[old])} → {swatch(colours[new])}{html.escape(names[new])}: {n} px"
+        for old, new, n in flips[:limit]
+    ]
+    rest = flips[limit:]
+    if rest:
+        items.append(f"{len(rest)} other pair(s): {sum(n for *_, n in rest)} px")
+    return "Old → new class (most pixels first):<br>" + "<br>".join(items)
+
+
 def error_box(where: str, exc: Exception) -> None:
     """Show what went wrong without stopping the app."""
     st.error(f"{where}: {exc}", icon="⚠️")
@@ -342,7 +409,7 @@ def main() -> None:
     )
     if not voc_ok:
         sb.info(f"The VOC network is unavailable here, so colour clusters are the default: {voc_reason}", icon="ℹ️")
-    unary, notes, names = None, [], None
+    unary, notes, names, source_colours = None, [], None, None
     if unary_source == VOC_SOURCE:
         temperature = sb.slider(
             "Temperature T",
@@ -381,18 +448,40 @@ def main() -> None:
         else:
             st.warning(f"The MediaPipe selfie segmenter is unavailable here: {reason}", icon="ℹ️")
     elif unary_source == "Small FCN (synthetic shapes)":
-        try:
-            checkpoint = find_fcn_checkpoint()
-            model, _ = fcn_model(str(checkpoint), checkpoint.stat().st_mtime)
+        model, where_from = None, None
+        fcn_file = uploader(
+            sb,
+            "FCN checkpoint (fcn.pt from python -m lab.train), optional",
+            [".pt", "application/octet-stream"],
+            "fcn_upload",
+            help="Used instead of the newest fcn.pt under the training folder. Read as tensors only (no code runs).",
+        )
+        if fcn_file is not None:
+            try:
+                model, _ = uploaded_fcn(fcn_file.getvalue(), fcn_file.name)
+                where_from = fcn_file.name
+            except UPLOAD_ERRORS as exc:
+                upload_error("FCN checkpoint", fcn_file, exc)
+        if model is None:
+            try:
+                checkpoint = find_fcn_checkpoint()
+                model, _ = fcn_model(str(checkpoint), checkpoint.stat().st_mtime)
+                where_from = checkpoint.parent.name
+            except FCNUnavailable:
+                st.warning(
+                    f"The small FCN is unavailable: no trained FCN (fcn.pt) under {train_artifacts()}. Train one "
+                    f"(about a minute; it writes only there, not to the tracked results/) with\n\n"
+                    f"`{training_command()}`\n\nthen rerun the app (press R), or upload an fcn.pt in the sidebar.",
+                    icon="ℹ️",
+                )
+        if model is not None:
             unary = fcn_unary(image, model)
-            notes = [f"FCN {checkpoint.parent.name}: {', '.join(CLASS_NAMES)}"]
+            notes = [f"FCN {where_from}: {', '.join(CLASS_NAMES)}"]
             names = CLASS_NAMES
             if not image_label.startswith("synthetic"):
                 st.info(
                     "The FCN was trained on synthetic shapes: pick a 'synthetic scene' photo to see it at its best."
                 )
-        except FCNUnavailable as exc:
-            st.warning(f"The small FCN is unavailable: {exc}", icon="ℹ️")
     elif unary_source == "Annotation image":
         ann = uploader(sb, "Annotation (colours = labels, black = unknown)", IMAGE_TYPES, "annotation_upload")
         ann_conf = sb.slider("Confidence of annotated labels", 0.5, 0.99, 0.7, step=0.01, key="annotation_confidence")
@@ -409,7 +498,8 @@ def main() -> None:
                     from PIL import Image
 
                     ann_img = np.asarray(Image.fromarray(ann_img).resize((w, h), Image.Resampling.NEAREST))
-                unary, _ = unary_from_annotation(ann_img, ann_conf, shape=(h, w))
+                unary, source_colours = unary_from_annotation(ann_img, ann_conf, shape=(h, w))
+                notes = ["annotation: its own colours are the classes' colours"]
             except UPLOAD_ERRORS as exc:
                 upload_error("Annotation", ann, exc)
     else:
@@ -422,11 +512,15 @@ def main() -> None:
             except UPLOAD_ERRORS as exc:
                 upload_error("Probability map", prob, exc)
     if unary is None:
-        st.info("Waiting for a unary: upload one in the sidebar. Meanwhile the built-in colour clusters are shown.")
+        st.info(
+            f"No unary from '{unary_source}' yet (the sidebar says what it needs). Meanwhile the built-in colour "
+            "clusters are shown."
+        )
         unary, _ = clusters_for(image_key, image, 4, 16, 0.6)
-        names = None
+        names, source_colours = None, None
     num_labels = unary.shape[1]
     names = class_names_for(num_labels, names)
+    colours = class_colours(num_labels, source_colours)
 
     sb.header("CRF")
     trained = None
@@ -452,6 +546,7 @@ def main() -> None:
         "θα: bilateral spatial width (px)",
         *KNOB_RANGES["theta_alpha"],
         DEFAULT_PARAMS.theta_alpha,
+        step=1.0,
         key="theta_alpha",
         help="How far appearance similarity reaches. DeepLab: 50–95; CRF-RNN release: 160.",
     )
@@ -459,6 +554,7 @@ def main() -> None:
         "θβ: bilateral colour width (0..255)",
         *KNOB_RANGES["theta_beta"],
         DEFAULT_PARAMS.theta_beta,
+        step=0.5,
         key="theta_beta",
         help="How similar colours must be to share a label. DeepLab: 3–10; CRF-RNN release: 3.",
     )
@@ -466,6 +562,7 @@ def main() -> None:
         "θγ: smoothness width (px)",
         *KNOB_RANGES["theta_gamma"],
         DEFAULT_PARAMS.theta_gamma,
+        step=0.1,
         key="theta_gamma",
         help="Reach of the appearance-blind smoothing kernel. Common: 3.",
     )
@@ -473,6 +570,7 @@ def main() -> None:
         "w bilateral",
         *KNOB_RANGES["w_bilateral"],
         DEFAULT_PARAMS.w_bilateral,
+        step=0.5,
         key="w_bilateral",
         help="Weight of the appearance kernel. DeepLab: 3–5; CRF-RNN release: 5. "
         "Negative weights only make sense with a learned µ (training can end there).",
@@ -481,6 +579,7 @@ def main() -> None:
         "w spatial",
         *KNOB_RANGES["w_spatial"],
         DEFAULT_PARAMS.w_spatial,
+        step=0.1,
         key="w_spatial",
         help="Weight of the smoothness kernel. Common: 3.",
     )
@@ -515,6 +614,8 @@ def main() -> None:
         help="The app computes on the CPU: auto and torch run PyTorch's lattice; triton is offered only where it can "
         "run on CPU tensors (Triton installed and TRITON_INTERPRET=1, its interpreter).",
     )
+    for name, reason in unavailable_backends("cpu").items():
+        sb.caption(f"Not offered here: {name} ({reason}).")
     compat = "potts"
     fit = st.session_state.get("crf_fit")
     if compat_choice == FITTED_MU:
@@ -528,8 +629,15 @@ def main() -> None:
         else:
             compat = fit.compat
     elif compat_choice == TRAINED_MU:
-        if trained is None:
-            sb.info("Pick a trained CRF-RNN above to use its µ; Potts meanwhile.")
+        if not trained_paths:
+            sb.info(
+                f"No trained CRF-RNN (crf-rnn*.pt) under {train_artifacts()}, so Potts meanwhile. Train one (about a "
+                f"minute; it writes only there) with `{training_command()}`, then rerun the app (press R): a "
+                "'Trained CRF-RNN' picker appears above the θ knobs.",
+                icon="ℹ️",
+            )
+        elif trained is None:
+            sb.info("Pick a trained CRF-RNN in 'Trained CRF-RNN' above the θ knobs to use its µ; Potts meanwhile.")
         elif trained.num_classes != num_labels:
             sb.warning(
                 f"The trained µ is {trained.num_classes}×{trained.num_classes}, the unary has L = {num_labels}: "
@@ -566,38 +674,98 @@ def main() -> None:
         compat=compat,
         normalize=normalize,
     )
-    try:
-        (kernels, build_ms) = kernels_for(
+    show_steps = st.toggle("Show Algorithm 1 step by step", key="show_steps")
+
+    def infer(backend: str):
+        """The run's trace, from the cache when these inputs ran before (scrubbing t recomputes nothing)."""
+        kernels, build_ms = kernels_for(
             image_key, image, theta_alpha, theta_beta, theta_gamma, normalize, message_passing, backend
         )
-        show_steps = st.toggle("Show Algorithm 1 step by step", key="show_steps")
-        with st.spinner("Running mean field…"):
-            result = run_crf(unary, to_tensor(image), params, iterations, kernels, steps=show_steps)
-        CACHE.remeasure()  # the first run made the kernels' sparse operators: count them, evict to fit
+        key = ("run", image_key, array_key(unary.numpy()), params_key(params), iterations, message_passing, backend)
+        result = CACHE.get((*key, show_steps))
+        if result is None:
+            with st.spinner("Running mean field…"):
+                result = run_crf(unary, to_tensor(image), params, iterations, kernels, steps=show_steps)
+            result.build_ms = build_ms
+            CACHE.put((*key, show_steps), result)
+            CACHE.remeasure()  # the first run made the kernels' sparse operators: count them, evict to fit
+        return key, result
+
+    try:
+        try:
+            run_key, result = infer(backend)
+        except Exception as exc:
+            if backend != "triton":
+                raise
+            # Triton's interpreter on CPU tensors can fail in ways of its own (compilation, unsupported ops)
+            error_box("The triton backend failed, so PyTorch's lattice is shown instead", exc)
+            run_key, result = infer("torch")
     except (ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as exc:  # FloatingPointError: NaN Q
         error_box("Inference failed", exc)
         return
+    # encoded images of this run, per view and t (scrubbing back to a frame seen costs no encoding)
+    kept = st.session_state.get("view_memo")
+    if kept is None or kept[0] != (run_key, array_key(colours)):
+        kept = ((run_key, array_key(colours)), {})
+        st.session_state["view_memo"] = kept
+    views = kept[1]
 
     labels = result.labels
-    t = iterations if iterations == 0 else st.slider("Show iteration t", 0, iterations, iterations, key="t_view")
+    t = (
+        iterations
+        if iterations == 0
+        else st.slider(
+            "Show iteration t",
+            0,
+            iterations,
+            iterations,
+            key="t_view",
+            help="Every Q_t of the run is kept: moving t only redraws.",
+        )
+    )
     q_t = result.trace.history[t][0]
+    prev = labels[max(t - 1, 0)]
+    present = present_classes(labels[0], prev, labels[t])  # only the classes on screen: 2 of VOC's 21, not all 21
+    legend = legend_html(legend_items(present, names, colours))
 
+    alpha = st.slider(
+        "Label opacity over the photo",
+        0.0,
+        1.0,
+        0.5,
+        step=0.05,
+        key="label_alpha",
+        help="1: the label colours alone (exactly the legend's colours); 0: the photo alone.",
+    )
     left, right = st.columns(2)
-    left.image(overlay(image, labels[0]), caption="Unary argmax (t = 0)", width="stretch")
-    right.image(overlay(image, labels[t]), caption=f"Q_{t} argmax", width="stretch")
+    show_image(
+        left,
+        lambda: label_image(labels[0], colours, image, alpha),
+        "Unary argmax (t = 0): the class with the highest U at each pixel, before any message passing.",
+        views,
+        ("argmax", 0, alpha),
+    )
+    show_image(
+        right,
+        lambda: label_image(labels[t], colours, image, alpha),
+        f"Q_{t} argmax: the most probable class after {t} mean-field iteration(s). Compare with the left: edges "
+        "should snap to image contours and specks vanish.",
+        views,
+        ("argmax", t, alpha),
+    )
+    st.markdown(f"Classes shown: {legend}", unsafe_allow_html=True)
 
     changed_unary = int(changed_mask(labels[0], labels[t]).sum())
-    changed_prev = int(changed_mask(labels[max(t - 1, 0)], labels[t]).sum())
+    changed_prev = int(changed_mask(prev, labels[t]).sum())
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Pixels changed vs unary", changed_unary)
     m2.metric("Pixels changed vs t−1", changed_prev)
-    m3.metric("Lattice build (ms)", f"{build_ms:.0f}", help="Cached: rebuilt only when the image or θ changes.")
-    m4.metric(f"{iterations} iterations (ms)", f"{result.inference_ms:.0f}")
-
-    present = present_classes(labels[0], labels[t])  # only the classes on screen: 2 of VOC's 21, not all 21
-    legend = " ".join(f"{swatch(PALETTE[i])}{html.escape(names[i])}" for i in present)
-    st.markdown(f"Classes in the unary's or Q_{t}'s argmax: {legend}", unsafe_allow_html=True)
-
+    m3.metric("Lattice build (ms)", f"{result.build_ms:.0f}", help="Cached: rebuilt only when the image or θ changes.")
+    m4.metric(
+        f"{iterations} iterations (ms)",
+        f"{result.inference_ms:.0f}",
+        help="The run's own time; moving t reuses the kept run and takes none.",
+    )
     check, stride = unary_check(unary)
     with st.expander(
         f"Unary check: {len(check.messages)} problem(s) found" if check.messages else "Unary check: looks fine",
@@ -622,6 +790,10 @@ def main() -> None:
             y="pixels",
             height=160,
         )
+        st.caption(
+            "Pixels per entropy of softmax(U): a unary piled up at 0 is near one-hot, and the CRF can then only "
+            "smooth its edges (raise the temperature, where there is one, to let it move labels)."
+        )
 
     st.subheader(f"Iteration {t} up close")
     counts = np.bincount(labels[t].ravel(), minlength=num_labels)  # the largest object, not the background
@@ -631,27 +803,48 @@ def main() -> None:
     view_class = st.selectbox(
         "Class", present, key="class_view", format_func=lambda c: f"{c}: {names[c]}", help="Classes present only."
     )
-    c1, c2, c3, c4 = st.columns(4)
-    c1.image(class_heatmap(q_t, view_class), caption=f"Q_{t}({names[view_class]})", width="stretch")
-    ent = entropy_map(q_t)
-    c2.image(
-        (255 * ent / max(np.log(num_labels), 1e-9)).clip(0, 255).astype(np.uint8),
-        caption=f"Entropy (white = log L); mean {ent.mean():.3f} nats",
-        width="stretch",
+    c1, c2, c3 = st.columns(3)
+    show_image(
+        c1,
+        lambda: scalar_image(q_t[view_class], 0.0, 1.0),
+        f"Q_{t}({names[view_class]}): the probability of {names[view_class]} at each pixel (colour bar below, the "
+        "same for every t). Watch it spread along regions of similar colour and stop at edges.",
+        views,
+        ("q", t, view_class),
     )
-    c3.image(
-        colorize(changed_mask(labels[max(t - 1, 0)], labels[t]).astype(np.int64) * 1),
-        caption=f"Changed since t−1 ({changed_prev} px)",
-        width="stretch",
+    c1.image(colorbar_png(0.0, 1.0, f"Q_t({names[view_class]})"), width="stretch")
+    ent = memo(views, ("entropy", t), lambda: entropy_map(q_t))
+    log_l = float(max(np.log(num_labels), 1e-9))
+    show_image(
+        c2,
+        lambda: scalar_image(ent, 0.0, log_l, "magma"),
+        f"Entropy of Q_{t} (0: certain; log L = {log_l:.2f} nats: uniform); mean {ent.mean():.3f} nats. Uncertain "
+        "pixels (bright) sit on boundaries; mean field usually makes them fewer.",
+        views,
+        ("entropy", t),
     )
-    c4.image(
-        colorize(changed_mask(labels[0], labels[t]).astype(np.int64) * 1),
-        caption=f"Changed since the unary ({changed_unary} px)",
-        width="stretch",
+    c2.image(colorbar_png(0.0, round(log_l, 6), "entropy (nats)", "magma"), width="stretch")
+    prev_view, step_flips = memo(
+        views, ("flips", t - 1, t), lambda: change_view(image, prev, labels[t], num_labels, colours)
     )
+    show_image(
+        c3,
+        lambda: prev_view,
+        f"Changed from Q_{max(t - 1, 0)} to Q_{t} ({changed_prev} px), each in its new class's colour over the "
+        "faded photo. Few flips late in the run mean mean field has settled.",
+        views,
+        ("flips_prev", t),
+    )
+    c3.markdown(flip_legend_html(step_flips, names, colours, limit=4), unsafe_allow_html=True)
 
-    kl_col, _ = st.columns(2)
-    kl_col.pyplot(kl_figure(result.trace.kl[0], current=t), width="stretch")
+    kl = result.trace.kl[0]
+    kl_col, kl_text = st.columns(2)
+    kl_col.image(memo(views, ("kl",), lambda: figure_png(kl_figure(kl))), width="stretch")
+    kl_text.caption(
+        f"The mean-field objective KL(Q_t ‖ P) up to the constant log Z, per iteration; at t = {t} it is "
+        f"{float(kl[t]):.4g}. Each iteration should lower it; a rise means oscillation (e.g. a negative weight "
+        "or a µ that rewards disagreement)."
+    )
 
     st.subheader(f"What the CRF changed: unary argmax → Q_{t} argmax")
     if example_ok and not example_shown:  # while it is shown, its truth is used below (unless one is uploaded)
@@ -722,7 +915,15 @@ def main() -> None:
             fit_text.info(note, icon="ℹ️")
         r = fit.result
         fit_plot.pyplot(fit_figure(r.loss, r.best_step, r.val_loss, r.eval_steps), width="stretch")
-    changes = crf_changes(labels[0], labels[t], names, truth=truth)
+        fit_plot.caption(
+            "The fit's cross-entropy against the ground truth per gradient step; the red dot marks the step whose "
+            "parameters the knobs now hold. A flat tail means more steps would not help."
+        )
+    changes = memo(
+        views,
+        ("changes", t, None if truth is None else array_key(truth)),
+        lambda: crf_changes(labels[0], labels[t], names, truth=truth),
+    )
     if changes.miou_before is not None:
         g1, g2 = st.columns(2)
         g1.metric(
@@ -741,42 +942,63 @@ def main() -> None:
     table_col.markdown(first)
     for note in erased:
         table_col.info(note, icon="⚠️")
-    flip_rgb, flip_legend = flip_pairs_view(image, labels[0], labels[t], num_labels)
-    map_col.image(
-        flip_rgb,
-        caption="Flipped pixels, one colour per old → new class pair (the legend below, most pixels first); "
-        "unchanged pixels faded.",
-        width="stretch",
+    unary_view, unary_flips = memo(
+        views, ("flips", 0, t), lambda: change_view(image, labels[0], labels[t], num_labels, colours)
     )
-    items = []
-    for (old, new), n, colour in flip_legend:
-        others = len(changes.flips) - len(flip_legend) + 1  # the last entry, (−1, −1), holds the rest
-        what = f"{names[old]} → {names[new]}" if old >= 0 else f"{others} other pairs"
-        items.append(f"{swatch(colour)}{html.escape(what)}: {n} px")
+    show_image(
+        map_col,
+        lambda: unary_view,
+        f"Every pixel the CRF relabelled between the unary's argmax and Q_{t}'s, in its new class's colour over "
+        "the faded photo; the list below gives each old → new pair with its pixels.",
+        views,
+        ("flips_unary", t),
+    )
     map_col.markdown(
-        "Flips, old → new class:<br>" + "<br>".join(items) if items else "No pixel flipped.", unsafe_allow_html=True
+        flip_legend_html(unary_flips, names, colours, limit=8),
+        unsafe_allow_html=True,
     )
 
     if show_steps and iterations > 0:
-        st.subheader(f"Algorithm 1, iteration {max(t, 1)}, class {view_class}")
-        step = result.trace.steps[max(t, 1) - 1]
-        stages = [
-            (step.messages[0], "1. message: bilateral Q̃"),
-            (step.messages[1], "1. message: spatial Q̃"),
-            (step.weighted, "2. weighting Q̌"),
-            (step.transformed, "3. compatibility Q̂"),
-            (step.logits, "4. unary addition U − Q̂"),
-            (step.q, "5. normalisation Q"),
-        ]
-        cols = st.columns(len(stages))
-        for col, (x, caption) in zip(cols, stages, strict=True):
-            v = x[0, view_class].numpy()
-            lo, hi = float(v.min()), float(v.max())
-            col.image(
-                ((v - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8),
-                caption=f"{caption} [{lo:.2f}, {hi:.2f}]",
-                width="stretch",
+        q_fields = ("messages", "weighted", "transformed", "logits", "q")
+        ranges = views.get(("step_ranges", view_class))
+        if ranges is None:
+            ranges = views[("step_ranges", view_class)] = step_ranges(result.trace.steps, view_class, q_fields)
+        u_c = unary[0, view_class]
+        u_lo, u_hi = float(u_c.min()), float(u_c.max())
+        u_range = (u_lo, u_hi if u_hi > u_lo else u_lo + 1.0)
+        if t == 0:
+            st.subheader(f"Algorithm 1 at t = 0: the initialisation, class {names[view_class]}")
+            st.caption(
+                "Before the first iteration there are no messages: Q_0 = softmax(U), pixel by pixel. Move t to 1 "
+                "or more to see the five steps of an iteration."
             )
+            stages = [
+                (u_c, u_range, "U", "U: the unary, log-probabilities"),
+                (result.trace.history[0][0, view_class], (0.0, 1.0), "Q_0", "Q_0 = softmax(U)"),
+            ]
+        else:
+            step = result.trace.steps[t - 1]
+            st.subheader(f"Algorithm 1, iteration {t}, class {names[view_class]}")
+            st.caption(
+                f"From Q_{t - 1} to Q_{t}, for the chosen class. Each panel has its own colour bar, the same for "
+                "every t (the range over all iterations), so scrubbing t shows real change."
+            )
+            stages = [
+                (result.trace.history[t - 1][0, view_class], (0.0, 1.0), f"Q_{t - 1}", f"Q_{t - 1}: the input"),
+                (step.messages[0][0, view_class], ranges["messages0"], "Q̃ bilateral", "1. bilateral message Q̃₁"),
+                (step.messages[1][0, view_class], ranges["messages1"], "Q̃ spatial", "1. spatial message Q̃₂"),
+                (step.weighted[0, view_class], ranges["weighted"], "Q̌", "2. weighting Q̌ = w₁ Q̃₁ + w₂ Q̃₂"),
+                (step.transformed[0, view_class], ranges["transformed"], "Q̂", "3. compatibility Q̂ = µ Q̌"),
+                (step.logits[0, view_class], ranges["logits"], "U − Q̂", "4. unary addition U − Q̂"),
+                (step.q[0, view_class], (0.0, 1.0), f"Q_{t}", f"5. normalisation Q_{t} = softmax(U − Q̂)"),
+            ]
+        cols = st.columns(4)
+        for k, (x, (lo, hi), short, caption) in enumerate(stages):
+            col = cols[k % 4]
+            show_image(
+                col, lambda x=x, lo=lo, hi=hi: scalar_image(x, lo, hi), caption, views, ("step", t, view_class, k)
+            )
+            col.image(colorbar_png(round(lo, 4), round(hi, 4), short), width="stretch")
 
     st.subheader("Download")
     d1, d2, d3 = st.columns(3)

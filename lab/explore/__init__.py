@@ -6,6 +6,8 @@ shared with the notebooks.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import json
 import time
@@ -49,6 +51,7 @@ __all__ = [
     "flip_map",
     "label_png",
     "params_from_json",
+    "params_key",
     "params_to_json",
     "q_npy",
     "run_crf",
@@ -107,9 +110,9 @@ class RunResult:
     build_ms: float = 0.0
     notes: list[str] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def labels(self) -> list[np.ndarray]:
-        """Arg-max label maps (H, W) of Q_0 .. Q_T (batch element 0)."""
+        """Arg-max label maps (H, W) of Q_0 .. Q_T (batch element 0), computed once (a cached run is scrubbed)."""
         return [q[0].argmax(0).numpy() for q in self.trace.history]
 
 
@@ -147,6 +150,23 @@ def run_crf(
             kernels=kernels,
         )
     return RunResult(trace=trace, inference_ms=1e3 * (time.perf_counter() - t0))
+
+
+def params_key(params: CRFParams) -> tuple:
+    """A hashable key of everything in ``params`` that changes a run (tensor weights and µ by their contents).
+
+    Example:
+        >>> a, b = params_key(CRFParams()), params_key(CRFParams(w_spatial=1.0))
+        >>> a == params_key(CRFParams()), a == b
+        (True, False)
+    """
+
+    def plain(v):
+        if isinstance(v, torch.Tensor):
+            return ("tensor", *array_key(v.detach().cpu().numpy()))
+        return v
+
+    return tuple((f.name, plain(getattr(params, f.name))) for f in dataclasses.fields(params))
 
 
 def label_png(labels: np.ndarray) -> bytes:

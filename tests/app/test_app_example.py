@@ -9,8 +9,9 @@ import pytest
 pytest.importorskip("streamlit", reason="the app extra is not installed (pip install -e .[app])")
 from streamlit.testing.v1 import AppTest
 
-from lab.explore.voc_view import OTHER_FLIPS_COLOUR, PAIR_COLOURS, voc_example_status
+from lab.explore.voc_view import voc_example_status
 from lab.unary import VOC_CLASS_NAMES, voc_status
+from lab.viz.palette import PALETTE
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
 TIMEOUT = 180  # importing torch and mediapipe and the first lattice build take well over AppTest's 3 s default
@@ -34,13 +35,28 @@ def small_app(source=None):
     return at
 
 
+SWATCH = r"<span style='background:rgb\(([\d, ]+)\);[^>]*>&nbsp;</span>"
+
+
 def flip_legend(at):
-    """(colour, what, pixels) per line of the flip map's legend."""
-    text = next(m.value for m in at.markdown if m.value.startswith("Flips, old → new class:"))
-    return [
-        (tuple(int(c) for c in rgb.split(", ")), what, int(n))
-        for rgb, what, n in re.findall(r"background:rgb\(([\d, ]+)\);[^>]*>&nbsp;</span>([^<]+?): (\d+) px", text)
-    ]
+    """(new class's colour, "old → new", pixels) per line of the unary → Q_t flip legend; colour None for the rest."""
+    text = [m.value for m in at.markdown if m.value.startswith("Old → new class")][-1]  # [0] is t − 1 → t
+    out = []
+    for line in text.split("<br>")[1:]:
+        pair = re.fullmatch(SWATCH + r"([^<]+?) → " + SWATCH + r"([^<]+?): (\d+) px", line)
+        if pair:
+            out.append(
+                (
+                    tuple(int(c) for c in pair.group(3).split(", ")),
+                    f"{pair.group(2)} → {pair.group(4)}",
+                    int(pair.group(5)),
+                )
+            )
+        else:
+            rest = re.fullmatch(r"(\d+ other pair\(s\)): (\d+) px", line)
+            assert rest, line
+            out.append((None, rest.group(1), int(rest.group(2))))
+    return out
 
 
 def changed(at):
@@ -106,14 +122,14 @@ def test_the_flip_legend_lists_pairs_with_their_colours():
     legend = flip_legend(at)
     assert legend, "no flip legend"
     assert sum(n for _, _, n in legend) == changed(at)  # every flipped pixel is in one line
-    pairs = [(c, what, n) for c, what, n in legend if "other pairs" not in what]
-    assert [c for c, _, _ in pairs] == [tuple(int(v) for v in c) for c in PAIR_COLOURS[: len(pairs)]]
+    pairs = [(c, what, n) for c, what, n in legend if "other pair" not in what]
     assert all(re.fullmatch(r"\d → \d", what) for _, what, _ in pairs)  # the clusters' names are their ids
+    assert [c for c, _, _ in pairs] == [tuple(int(v) for v in PALETTE[int(what[-1])]) for _, what, _ in pairs]
     counts = [n for _, _, n in pairs]
     assert counts == sorted(counts, reverse=True)
-    others = [(c, what) for c, what, _ in legend if "other pairs" in what]
-    assert len(others) <= 1 and all(c == tuple(int(v) for v in OTHER_FLIPS_COLOUR) for c, _ in others)
-    assert any("one colour per old → new class pair" in c for img in at.get("image") for c in img.captions)
+    others = [what for _, what, _ in legend if "other pair" in what]
+    assert len(others) <= 1
+    assert any("in its new class's colour" in c for img in at.get("image") for c in img.captions)
 
 
 @needs_voc
@@ -126,7 +142,7 @@ def test_the_flip_legend_names_voc_classes():
     assert legend and sum(n for _, _, n in legend) == changed(at)
     names = set(VOC_CLASS_NAMES)
     for _, what, _ in legend:
-        if "other pairs" not in what:
+        if "other pair" not in what:
             old, new = what.split(" → ")
             assert old in names and new in names and old != new
     assert any("cat" in what.split(" → ") for _, what, _ in legend)

@@ -15,7 +15,7 @@ from lab.data import sample_images
 from lab.explore import fit_image
 from lab.explore.voc_view import class_names_for, flip_view, present_classes, report_sample, truth_from_image
 from lab.unary import voc_status, voc_unary
-from lab.viz.palette import PALETTE
+from lab.viz.palette import PALETTE, VOC_PALETTE
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
 TIMEOUT = 180  # importing torch and mediapipe and the first lattice build take well over AppTest's 3 s default
@@ -33,7 +33,7 @@ def png_bytes(arr):
 
 
 def legend(at):
-    return next(m.value for m in at.markdown if m.value.startswith("Classes in the unary"))
+    return next(m.value for m in at.markdown if m.value.startswith("Classes shown:"))
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_the_change_table_and_the_flip_map_appear(chelsea):
     assert table["before"].sum() == table["after"].sum() == h * w
     assert (table["after"] - table["before"] == table["gained"] - table["lost"]).all()
     assert any(m.value.startswith("The CRF changed") for m in chelsea.markdown)
-    assert any("Flipped pixels" in c for img in chelsea.get("image") for c in img.captions)
+    assert any("Every pixel the CRF relabelled" in c for img in chelsea.get("image") for c in img.captions)
 
 
 @needs_voc
@@ -92,7 +92,7 @@ def test_a_ground_truth_adds_iou_and_a_bad_one_is_refused(chelsea):
     photo = fit_image(sample_images(["chelsea"])["chelsea"], 128)  # the app's working image
     truth = voc_unary(photo)[0].argmax(1)[0].numpy()  # (85, 128): the unary's own argmax as the "truth"
     truth[:4] = 255  # a void band, as VOC draws object outlines
-    chelsea.file_uploader(key="truth_upload").set_value(("gt.png", png_bytes(PALETTE[truth]), "image/png")).run()
+    chelsea.file_uploader(key="truth_upload").set_value(("gt.png", png_bytes(VOC_PALETTE[truth]), "image/png")).run()
     assert not chelsea.exception and not chelsea.error, [e.value for e in chelsea.error]
     shown = {m.label: m for m in chelsea.metric}
     assert "vs the unary's 1.000" in shown["mIoU after the CRF"].delta  # the unary matches its own argmax
@@ -157,7 +157,8 @@ def test_flip_view_colours_flips_by_their_new_class_and_dims_the_rest():
 
 def test_truth_from_image_reads_palette_colours_or_grey_ids_and_refuses_others():
     ids = np.array([[0, 8, 15], [255, 8, 0]])
-    assert (truth_from_image(PALETTE[ids], 21) == ids).all()
+    assert (truth_from_image(VOC_PALETTE[ids], 21) == ids).all()  # a VOC SegmentationClass PNG's colours
+    assert (truth_from_image(PALETTE[ids], 21) == ids).all()  # a label PNG the lab wrote
     grey = np.repeat(np.array([[3, 20]], np.uint8)[..., None], 3, axis=2)  # an "L" PNG of class ids
     assert truth_from_image(grey, 21).tolist() == [[3, 20]]
     with pytest.raises(ValueError, match=r"gt\.png: colours"):
