@@ -261,6 +261,10 @@ def _check_playground(nb, widgets: list[dict]) -> None:
     assert shares, "the static figure's share of changed pixels is not printed"
     assert float(shares[0]) / 100 >= PLAYGROUND_MIN_CHANGED, f"the static figure changes only {shares[0]} %"
     assert "share of pixels changed vs the unary" in text, "the θα × θβ grid printed no table"
+    # the text under the grid: the share grows with θα across each row and with θβ down each column
+    rows = [[float(v) for v in line.split("|")[1:]] for line in re.findall(r"^ *\d+ \|[\d. |]+$", text, re.M)]
+    assert len(rows) == 3 and all(len(r) == 3 for r in rows), rows
+    assert all(r == sorted(r) for r in rows) and all(list(c) == sorted(c) for c in zip(*rows, strict=True)), rows
 
 
 def _texts(nb) -> str:
