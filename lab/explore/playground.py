@@ -116,8 +116,8 @@ def on_grid(widget, value: float) -> float:
         exponent = min(max(math.log(value, base), low), high)
         k = min(round((exponent - low) / step), math.floor((high - low) / step + 1e-9))
         return float(base ** (low + k * step))
-    snapped = low + round((min(max(value, low), high) - low) / step) * step
-    snapped = min(snapped, high)
+    k = min(round((min(max(value, low), high) - low) / step), math.floor((high - low) / step + 1e-9))
+    snapped = low + k * step
     return int(snapped) if isinstance(low, int) and isinstance(step, int) else float(snapped)
 
 

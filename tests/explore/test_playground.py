@@ -93,6 +93,7 @@ def test_on_grid_of_a_log_slider_steps_the_exponent(value, expected):
         (widgets.FloatSlider, dict(min=0.0, max=20.0, step=0.5), 25.0, 20.0),
         (widgets.FloatSlider, dict(min=0.0, max=20.0, step=0.5), -1.0, 0.0),
         (widgets.FloatSlider, dict(min=0.0, max=1.0, step=0.3), 1.0, 0.9),  # the top is off the steps
+        (widgets.FloatSlider, dict(min=0.0, max=1.0, step=0.28), 0.99, 0.84),  # the nearest step is past the top
         (widgets.IntSlider, dict(min=0, max=15, step=1), 7.6, 8),
     ],
 )
