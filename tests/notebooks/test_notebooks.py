@@ -14,7 +14,8 @@ wait for the reply; with pyzmq 27.3 and jupyter_client 8.10 that send can use up
 now an Image widget (``lab.explore.playground.LiveFigure``), which the client only receives.
 Measured on the 2-core development machine (2026-11-26, each in its own process): 01 ≈ 15 s, 02 ≈ 10 s,
 03 ≈ 23 s, 04 ≈ 16 s. 01's sections on the VOC network (9, 10) and 04's VOC unary source add a few seconds
-each (measured with the change that added them).
+each (measured with the change that added them). 04 with its drives took 693 s on 2026-12-03 at load ≈ 14
+(six sessions sharing the machine), most of it the cell that trains a CRF-RNN where no checkpoint exists.
 
 Notebooks 01 and 04 use the bundled VOC network where ``lab.unary.voc_status()`` says it can run, and print
 why and skip that work where it cannot; the checks below follow the same status.
@@ -48,7 +49,7 @@ KERNEL = "python3"
 CELL_TIMEOUT_S = 900
 NOTEBOOK_TIMEOUT_S = 1800  # the whole notebook, kernel start included
 # A lost wake-up delays the client's receipt of a reply by the whole cell timeout; a healthy one takes
-# milliseconds (0.005 s at most over 04's first cells under load ≈ 10, 2026-12-03). 10 s leaves room for load.
+# milliseconds (0.017 s at most over 04 with its drives at load ≈ 14, 2026-12-03). 10 s leaves room for load.
 REPLY_DELAY_S = 10.0
 # Run in a child process: execute the notebook at argv[1] into argv[2] (written even when a cell fails), with
 # plain nbclient, as nbconvert does; its on_cell_executed hook records, per code cell, how long after the
