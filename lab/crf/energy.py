@@ -68,7 +68,7 @@ class FreeEnergy:
 
     @property
     def kl_densecrf(self) -> torch.Tensor:
-        """pydensecrf's ``klDivergence`` and :attr:`MeanFieldTrace.kl`: unary + 2·(pairwise + self) + neg_entropy."""
+        """The KL pydensecrf prints (and :attr:`MeanFieldTrace.kl`): unary + 2·(pairwise + self) + neg_entropy."""
         return self.unary + 2.0 * (self.pairwise + self.self_pairwise) + self.neg_entropy
 
 

@@ -23,7 +23,7 @@ import numbers
 import numpy as np
 import torch
 
-from lab._checks import check_int, check_tensor
+from lab._checks import check_tensor
 from lab.crf.energy import filter_self_weights
 from lab.crf.kernels import CRFKernels
 from lab.crf.mean_field import MeanFieldTrace, _check_inputs, _check_kernels, _check_result
