@@ -27,6 +27,7 @@ where F must decrease (:mod:`lab.crf.schedules`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -106,31 +107,33 @@ def filter_self_weights(kernels: CRFKernels) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
-def _check_q(q: object, unary: torch.Tensor) -> torch.Tensor:
+def _check_q(q: object, unary: torch.Tensor, name: str = "q") -> torch.Tensor:
     """Q: a float tensor of the unary's shape holding probabilities over the labels (axis 1)."""
-    check_tensor(q, "q")
+    check_tensor(q, name)
     if q.shape != unary.shape:
-        raise ValueError(f"q: expected the unary's shape {tuple(unary.shape)}, got {tuple(q.shape)}")
+        raise ValueError(f"{name}: expected the unary's shape {tuple(unary.shape)}, got {tuple(q.shape)}")
     if not q.is_floating_point():
-        raise TypeError(f"q: expected a floating-point tensor, got {q.dtype}")
+        raise TypeError(f"{name}: expected a floating-point tensor, got {q.dtype}")
     if q.device != unary.device:
-        raise ValueError(f"q: on {q.device}, but unary is on {unary.device}")
+        raise ValueError(f"{name}: on {q.device}, but unary is on {unary.device}")
     if data_checks_enabled():
         values = q.detach()
         if not bool(torch.isfinite(values).all()):
             bad = int((~torch.isfinite(values)).sum())
-            raise ValueError(f"q: expected finite values, got {bad} NaN/Inf entries")
+            raise ValueError(f"{name}: expected finite values, got {bad} NaN/Inf entries")
         if float(values.min()) < 0:
-            raise ValueError(f"q: expected probabilities ≥ 0, got a minimum of {float(values.min()):.3g}")
+            raise ValueError(f"{name}: expected probabilities ≥ 0, got a minimum of {float(values.min()):.3g}")
         gap = float((values.double().sum(1) - 1).abs().max())
         if gap > _SUM_TOLERANCE:
-            raise ValueError(f"q: expected probabilities summing to 1 over the labels (axis 1), off by up to {gap:.3g}")
+            raise ValueError(
+                f"{name}: expected probabilities summing to 1 over the labels (axis 1), off by up to {gap:.3g}"
+            )
     return q
 
 
 def free_energy(
     unary: torch.Tensor,
-    q: torch.Tensor,
+    q: torch.Tensor | Sequence[torch.Tensor],
     image: torch.Tensor,
     params: CRFParams | None = None,
     message_passing: str = "exact",
@@ -145,7 +148,8 @@ def free_energy(
 
     Args:
         unary: U, (B, L, H, W) (or (B, L, *spatial) for another guide), L ≥ 2, finite.
-        q: Q, the shape of ``unary``: probabilities over axis 1 (≥ 0, summing to 1).
+        q: Q, the shape of ``unary``: probabilities over axis 1 (≥ 0, summing to 1); or a sequence of T such
+            maps (e.g. :attr:`MeanFieldTrace.history`), filtered side by side in one pass.
         image: the guide, as :func:`~lab.crf.mean_field.mean_field` takes it.
         params: the CRF parameters (default :class:`CRFParams`()).
         message_passing: "exact" (the O(N²) filter: small images) or "window"; the lattice's self weight is
@@ -153,7 +157,7 @@ def free_energy(
         kernels: prebuilt :class:`CRFKernels` for this image and ``params`` (built if None).
 
     Returns:
-        A :class:`FreeEnergy` of (B,) float64 tensors.
+        A :class:`FreeEnergy` of (B,) float64 tensors; (B, T) for a sequence of T maps.
 
     Example:
         >>> image = torch.rand(1, 3, 5, 6) * 255
@@ -169,7 +173,11 @@ def free_energy(
         raise TypeError(f"params: expected a CRFParams, got {type(params).__name__}")
     check_tensor(unary, "unary")
     _check_inputs(unary, image, 0)
-    _check_q(q, unary)
+    maps = [q] if isinstance(q, torch.Tensor) else list(q) if isinstance(q, Sequence) else None
+    if not maps:
+        raise TypeError(f"q: expected a tensor or a non-empty sequence of tensors, got {type(q).__name__} {q!r:.60}")
+    for t, q_t in enumerate(maps):
+        _check_q(q_t, unary, "q" if isinstance(q, torch.Tensor) else f"q[{t}]")
     if message_passing not in SELF_PAIR_FILTERS:
         raise ValueError(
             f"message_passing: expected one of {list(SELF_PAIR_FILTERS)} (filters whose self pair is known), "
@@ -179,27 +187,32 @@ def free_energy(
         kernels = CRFKernels(image, params, message_passing, dtype=torch.float64)
     else:
         _check_kernels(kernels, unary, params, message_passing)
-    num_labels, batch = unary.shape[1], unary.shape[0]
+    num_labels, batch, steps = unary.shape[1], unary.shape[0], len(maps)
     dtype = kernels.dtype
     weights = params.weights(num_labels, dtype=dtype).detach()  # (K, L) w(m)_l
     compat = "potts" if params.is_potts else params.compat_matrix(num_labels).detach().to(dtype)  # µ
-    q_pts = kernels.to_points(q.detach().to(dtype))  # (M, L)
-    u64 = kernels.to_points(unary.detach().to(torch.float64))
-    q64 = q_pts.to(torch.float64)
-
-    messages = kernels.filter(q_pts)  # Q̃(m) = k̃(m) ∗ Q, self pair included
-    transformed = compatibility_transform(weighting(messages, weights), compat)  # Q̂ = µ Σ_m w(m) Q̃(m)
-    own = [s * q_pts for s in filter_self_weights(kernels)]  # the j = i share of each Q̃(m)
-    transformed_self = compatibility_transform(weighting(own, weights), compat)
+    u64 = kernels.to_points(unary.detach().to(torch.float64))  # (M, L)
+    q_pts = torch.cat([kernels.to_points(q_t.detach().to(dtype)) for q_t in maps], 1)  # (M, T·L) side by side
+    all_messages = kernels.filter(q_pts)  # Q̃(m) = k̃(m) ∗ Q, self pair included: T maps in one filtering
+    self_weights = filter_self_weights(kernels)
 
     def per_image(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(batch, -1).sum(1)
 
-    half_all = 0.5 * per_image(q64 * transformed.to(torch.float64))
-    self_part = 0.5 * per_image(q64 * transformed_self.to(torch.float64))
-    return FreeEnergy(
-        unary=-per_image(q64 * u64),
-        pairwise=half_all - self_part,
-        self_pairwise=self_part,
-        neg_entropy=per_image(q64 * torch.log(q64.clamp_min(_LOG_CLAMP))),
-    )
+    terms: dict[str, list[torch.Tensor]] = {"unary": [], "pairwise": [], "self_pairwise": [], "neg_entropy": []}
+    for t in range(steps):
+        cols = slice(t * num_labels, (t + 1) * num_labels)
+        q_t = q_pts[:, cols]
+        q64 = q_t.to(torch.float64)
+        transformed = compatibility_transform(weighting([m[:, cols] for m in all_messages], weights), compat)  # Q̂
+        own = [s * q_t for s in self_weights]  # the j = i share of each Q̃(m)
+        transformed_self = compatibility_transform(weighting(own, weights), compat)
+        half_all = 0.5 * per_image(q64 * transformed.to(torch.float64))
+        self_part = 0.5 * per_image(q64 * transformed_self.to(torch.float64))
+        terms["unary"].append(-per_image(q64 * u64))
+        terms["pairwise"].append(half_all - self_part)
+        terms["self_pairwise"].append(self_part)
+        terms["neg_entropy"].append(per_image(q64 * torch.log(q64.clamp_min(_LOG_CLAMP))))
+    if isinstance(q, torch.Tensor):
+        return FreeEnergy(**{k: v[0] for k, v in terms.items()})
+    return FreeEnergy(**{k: torch.stack(v, 1) for k, v in terms.items()})

@@ -156,6 +156,21 @@ class TestFreeEnergy:
             e = free_energy(unary, q, image, p, message_passing)
             assert float(e.kl_densecrf) == pytest.approx(float(trace.kl[0, t]), rel=REL, abs=REL)
 
+    def test_a_sequence_of_maps_is_each_map_alone(self):
+        unary, image = small_problem(5, 6, num_labels=3, seed=1)
+        p = params("after")
+        maps = [random_q(unary.shape, s) for s in range(3)]
+        together = free_energy(unary, maps, image, p)
+        assert together.total.shape == (1, 3)
+        for t, q in enumerate(maps):
+            alone = free_energy(unary, q, image, p)
+            for name in ("unary", "pairwise", "self_pairwise", "neg_entropy"):
+                assert float(getattr(together, name)[0, t]) == pytest.approx(float(getattr(alone, name)[0]), rel=REL)
+        with pytest.raises(ValueError, match=r"q\[1\]: expected the unary's shape"):
+            free_energy(unary, [maps[0], maps[1][:, :2]], image, p)
+        with pytest.raises(TypeError, match="q: expected a tensor or a non-empty sequence"):
+            free_energy(unary, [], image, p)
+
     def test_batch_and_prebuilt_kernels(self):
         unary, image = small_problem(5, 6, num_labels=3, seed=1)
         unary2, image2 = small_problem(5, 6, num_labels=3, seed=8)
@@ -183,7 +198,7 @@ class TestFreeEnergy:
             free_energy(unary, q - 0.5, image, p)
         with pytest.raises(ValueError, match="q: expected probabilities summing to 1"):
             free_energy(unary, q * 0.9, image, p)
-        with pytest.raises(TypeError, match=r"q: expected a torch\.Tensor"):
+        with pytest.raises(TypeError, match="q: expected a tensor or a non-empty sequence of tensors, got ndarray"):
             free_energy(unary, q.numpy(), image, p)
         with pytest.raises(ValueError, match="message_passing: expected one of"):
             free_energy(unary, q, image, p, "lattice")
