@@ -35,6 +35,9 @@ from lab.lattice.limits import check_memory
 __all__ = ["MAX_SEQUENTIAL_POINTS", "damped_mean_field", "sequential_mean_field"]
 
 MAX_SEQUENTIAL_POINTS = 4096  # pixels per image: two (N, N) float64 kernel matrices are 256 MiB at this size
+# damped_mean_field with the exact filter forms the (N, N) filter matrices once, up to this many pixels per image
+# (2 × 32 MiB in float64): each iteration is then a matrix product instead of N² kernel evaluations
+MATRIX_POINTS = 2048
 
 
 def _check_params(params: CRFParams | None) -> CRFParams:
@@ -67,7 +70,8 @@ def damped_mean_field(
     """Parallel mean field with damping: Q ← (1 − λ) Q + λ softmax(U − Q̂(Q)), T times from softmax(U).
 
     λ = 1 with ``self_pairs=True`` is :func:`~lab.crf.mean_field.mean_field` (tested to 1e-6). Runs the
-    PyTorch steps (:func:`~lab.crf.steps.iteration`) on every filter; differentiable like them.
+    PyTorch steps (:func:`~lab.crf.steps.iteration`) on every filter; differentiable like them. The exact
+    filter of an image of up to 2048 pixels (``MATRIX_POINTS``) is formed once as its (N, N) matrices.
 
     Args:
         unary: U, (B, L, H, W) (or (B, L, *spatial)), L ≥ 2.
@@ -103,9 +107,11 @@ def damped_mean_field(
     weights = params.weights(num_labels, dtype=dtype, device=unary.device)  # (K, L) w(m)_l
     compat = "potts" if params.is_potts else params.compat_matrix(num_labels).to(dtype)  # µ
     own = None if self_pairs else filter_self_weights(kernels)
+    small = kernels.message_passing == "exact" and kernels.num_points // kernels.shape[0] <= MATRIX_POINTS
+    filtering = _MatrixFilter(kernels, dtype) if small else kernels
 
     def weighted_messages(q: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        messages = kernels.filter(q)  # Q̃(m) = k̃(m) ∗ Q
+        messages = filtering.filter(q)  # Q̃(m) = k̃(m) ∗ Q
         if own is not None:
             messages = tuple(m - s * q for m, s in zip(messages, own, strict=True))  # without j = i
         return messages, weighting(messages, weights)  # Q̌ = Σ_m w(m) Q̃(m)
@@ -131,16 +137,28 @@ def damped_mean_field(
     )
 
 
-def _kernel_columns(kernels: CRFKernels, b: int) -> np.ndarray:
-    """(K, N, N) float64: [m, i] = column i of kernel m's filter matrix k̃(m) of image b (k̃ as the filter applies it)."""
+def _filter_matrices(kernels: CRFKernels, b: int) -> list[torch.Tensor]:
+    """Kernel m's filter matrix k̃(m) of image b as the exact filter applies it, (N, N) float64 each: [i, j] = k̃_ij."""
     n = kernels.num_points // kernels.shape[0]
     eye = torch.eye(n, dtype=torch.float64)
     out = []
     for f in kernels.filters:
-        feats = f.features[b].detach().reshape(f.features.shape[1], n).T  # (N, d)
-        matrix = exact_gaussian_filter(eye, feats, kernels.normalize)  # [i, j] = k̃_ij (column j = k̃ e_j)
-        out.append(matrix.T.contiguous().numpy())
-    return np.stack(out)
+        feats = f.features[b].reshape(f.features.shape[1], n).T  # (N, d)
+        out.append(exact_gaussian_filter(eye, feats, kernels.normalize))  # column j = k̃ e_j
+    return out
+
+
+class _MatrixFilter:
+    """``kernels.filter`` of the exact filter as products with its (B, N, N) matrices, formed once."""
+
+    def __init__(self, kernels: CRFKernels, dtype: torch.dtype) -> None:
+        self.batch, self.n = kernels.shape[0], kernels.num_points // kernels.shape[0]
+        per_image = [_filter_matrices(kernels, b) for b in range(self.batch)]
+        self.matrices = [torch.stack([m[k] for m in per_image]).to(dtype) for k in range(len(kernels.filters))]
+
+    def filter(self, q: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        qb = q.reshape(self.batch, self.n, q.shape[1])  # (B, N, L)
+        return tuple(torch.bmm(k, qb).reshape(q.shape) for k in self.matrices)  # Q̃(m) = k̃(m) Q
 
 
 def sequential_mean_field(
@@ -210,7 +228,8 @@ def sequential_mean_field(
     history = np.empty((sweeps + 1, batch, n, num_labels))
     logits_all = u_all.copy()
     for b in range(batch):
-        cols = _kernel_columns(kernels, b)  # (K, N, N): cols[m, i] = k̃(m)[:, i]
+        matrices = _filter_matrices(kernels, b)
+        cols = np.stack([k.detach().T.contiguous().numpy() for k in matrices])  # (K, N, N): [m, i] = k̃(m)[:, i]
         u = u_all[b]
         q = np.exp(u - u.max(1, keepdims=True))
         q /= q.sum(1, keepdims=True)  # Q ← softmax(U)

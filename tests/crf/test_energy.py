@@ -299,6 +299,17 @@ class TestDamped:
         for a, b in zip(ours.history, ref.history, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=atol)
 
+    def test_lambda_one_is_mean_field_without_the_matrices(self, monkeypatch):
+        """Above MATRIX_POINTS the exact filter runs as itself: the same Q."""
+        from lab.crf import schedules
+
+        monkeypatch.setattr(schedules, "MATRIX_POINTS", 0)
+        unary, image = small_problem(6, 7, num_labels=3, seed=2)
+        p = params("symmetric")
+        ours = damped_mean_field(unary, image, p, 4, 1.0, "exact")
+        ref = mean_field(unary, image, p, 4, message_passing="exact")
+        torch.testing.assert_close(ours.q, ref.q, rtol=0, atol=1e-12)
+
     def test_damped_step_by_hand(self):
         unary, image = small_problem(6, 7, num_labels=3, seed=1)
         p = params()
