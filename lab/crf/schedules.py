@@ -10,10 +10,10 @@
   be updated at once (a checkerboard works only for nearest-neighbour grids): the sweep is pixel by pixel.
 
 ``self_pairs`` says whether the messages count the self pair j = i, as the package's filters do
-(``True``); without it (``False``) the update is the mean field of the Gibbs energy E(x), section 2's
-formula. With the self pair and Potts µ with weights ≥ 0, its share ½ Q_i·µ w k̃_ii Q_i is concave in Q_i, so
-the sequential update then minimises a tight upper bound of ``total + self_pairwise`` and still never
-raises it.
+(``True``); without it (``False``) the update is the mean field of the Gibbs energy E(x), whose pairs are
+i ≠ j. With the self pair, a symmetric kernel, Potts µ and scalar weights ≥ 0, the self pair's share
+½ Q_i·µ w k̃_ii Q_i is concave in Q_i, so the sequential update minimises a tight upper bound of
+``total + self_pairwise`` and still never raises it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numbers
 import numpy as np
 import torch
 
-from lab._checks import check_tensor
+from lab._checks import check_int, check_tensor
 from lab.crf.energy import filter_self_weights
 from lab.crf.kernels import CRFKernels
 from lab.crf.mean_field import MeanFieldTrace, _check_inputs, _check_kernels, _check_result
@@ -200,6 +200,7 @@ def sequential_mean_field(
     """
     params = _check_params(params)
     check_tensor(unary, "unary")
+    check_int(sweeps, "sweeps", 0)
     _check_inputs(unary, image, sweeps)
     if kernels is None:
         kernels = CRFKernels(image, params, "exact", dtype=torch.float64)

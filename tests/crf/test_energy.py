@@ -274,7 +274,7 @@ class TestSequential:
             sequential_mean_field(unary, image, p, kernels=CRFKernels(image, p, "lattice"))
         with pytest.raises(ValueError, match="order: expected a"):
             sequential_mean_field(unary, image, p, order=torch.zeros(20, dtype=torch.long))
-        with pytest.raises(ValueError, match="iterations: expected an integer >= 0"):
+        with pytest.raises(ValueError, match="sweeps: expected an integer >= 0"):
             sequential_mean_field(unary, image, p, sweeps=-1)
         big = torch.zeros(1, 2, 65, 64, dtype=torch.float64)
         with pytest.raises(ValueError, match="at most 4096 pixels per image, got 4160"):
