@@ -396,8 +396,8 @@ show_classes({"exact": msg_bil[0], "lattice": lat_bil[0], "lattice − exact": (
              "Bilateral message Q̃(1): exact filter vs permutohedral lattice", center=["lattice − exact"])
 
 # %% [markdown]
-# The lattice's Gaussian is a slightly wider, blockier cousin of the exact one (about three lattice points
-# per σ); the differences sit along edges and are a few hundredths of a probability. What matters is the
+# The lattice's Gaussian is a slightly wider, blockier cousin of the exact one (its vertices are about one σ
+# apart, notebook 02); the differences sit along edges and are a few hundredths of a probability. What matters is the
 # result after the other four steps:
 
 # %%
@@ -726,8 +726,8 @@ plt.show()
 #
 # We take the cat photo at 320 pixels on the long side, temperature 2, and run 5 mean-field iterations with
 # CRF-RNN's default parameters (`CRFParams()`), θα and θγ scaled in proportion to the image: the defaults are
-# meant for VOC's ~500-pixel photos. The colours are the VOC palette's (`lab.viz`), and the legend lists only
-# the classes on screen.
+# meant for VOC's ~500-pixel photos. The colours are the lab's colour-blind-safe palette (`lab.viz.PALETTE`: background light grey,
+# no class black), and the legend lists only the classes on screen.
 
 # %%
 from IPython.display import Markdown, display
