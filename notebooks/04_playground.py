@@ -313,80 +313,40 @@ for beta, shares in zip(BETAS, sweep.changed):
 #
 # The knobs above are set by hand, as the paper sets its bandwidths (by grid search). A CRF-RNN built with
 # `learnable_bandwidths=True` learns θα, θβ, θγ by gradient descent like its other parameters: the gradient
-# reaches θ through the lattice's features (`docs/feature_gradients.md`). `python -m lab.train` trains such
-# a model on the synthetic shapes (the `crf-rnn-learned-theta` row of `results/paper_table.md`) and
-# `lab.crf.load_trained_crf` reads its checkpoint back. Where no checkpoint exists, the next cell trains a
-# small one here: the stand-in coarse unary of notebook 03 on 48-pixel synthetic shapes, starting from
-# deliberately wrong bandwidths (θα = 3 px, θβ = 60, θγ = 1 px), about 30 s on one core. It also trains the
-# same layer with those wrong bandwidths **fixed**, to show what learning them is worth.
+# reaches θ through the lattice's features (`docs/feature_gradients.md`). `make train` (`python -m lab.train`)
+# trains such a model end to end on the synthetic shapes, starting from the θ the grid search chose for
+# post-processing (the `crf-rnn-learned-theta` row of `results/paper_table.md`), and records what it learned in
+# `results/paper_table.json`. The next cell reads a checkpoint of that model where one exists on this machine
+# (`lab.crf.load_trained_crf`), else the recorded values. (Notebook 03 trains a CRF-RNN end to end in front of
+# you.)
 
 # %%
-import torch.nn.functional as F
+import json
+from pathlib import Path
 
-from lab.crf import CRFRNN, find_trained_crfs, load_trained_crf
-from lab.data import SyntheticShapes
-from lab.train.metrics import confusion_matrix, mean_iou
-from lab.unary import unary_from_coarse_labels
+from lab.crf import find_trained_crfs, load_trained_crf
 
 checkpoints = [p for p in find_trained_crfs() if p.stem == "crf-rnn-learned-theta"]
-trajectory = None
-if checkpoints:  # a model trained by python -m lab.train
+if checkpoints:  # a model trained by python -m lab.train on this machine
     trained = load_trained_crf(checkpoints[0])
     print(trained.describe())
     learned = trained.summary()
-else:  # train a small one here
-    train = SyntheticShapes("train", size=96, image_size=48, seed=0)
-    val = SyntheticShapes("val", size=32, image_size=48, seed=0)
-    (x, y), (xv, yv) = train.tensors(), val.tensors()
-    L = train.num_classes
-    u, uv = (unary_from_coarse_labels(lab, L, stride=8, confidence=0.8) for lab in (y, yv))
-    wrong = CRFParams(theta_alpha=3.0, theta_beta=60.0, theta_gamma=1.0, w_bilateral=3.0, w_spatial=1.0)
-
-    def fit(learn_theta, epochs=2):
-        """Train a CRF-RNN from the wrong θ (learned or kept); returns it and θ after every step."""
-        torch.manual_seed(0)
-        crf = CRFRNN(L, iterations=5, params=wrong, learnable_bandwidths=learn_theta)
-        opt = torch.optim.Adam(crf.parameters(), lr=0.1)
-        thetas = [crf.bandwidths]
-        for _ in range(epochs):
-            for idx in torch.randperm(len(train)).split(8):
-                loss = F.cross_entropy(crf(u[idx], x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                thetas.append(crf.bandwidths)
-        return crf, thetas
-
-    def val_miou(crf):
-        with torch.no_grad():
-            return mean_iou(confusion_matrix(crf(uv, xv).argmax(1), yv, L))
-
-    crf_learned, trajectory = fit(learn_theta=True)
-    crf_fixed, _ = fit(learn_theta=False)
-    print(f"validation mIoU: coarse unary {mean_iou(confusion_matrix(uv.argmax(1), yv, L)):.3f}, "
-          f"CRF-RNN with the wrong θ fixed {val_miou(crf_fixed):.3f}, with θ learned {val_miou(crf_learned):.3f}")
-    learned = {**crf_learned.bandwidths, "w_bilateral": crf_learned.w_bilateral.item(),
-               "w_spatial": crf_learned.w_spatial.item()}
-print("learned: " + ", ".join(f"{k} = {v:.2f}" for k, v in learned.items()))
-
-if trajectory is not None:
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for name, symbol in (("theta_alpha", "θα (px)"), ("theta_beta", "θβ (0..255)"), ("theta_gamma", "θγ (px)")):
-        ax.plot([t[name] for t in trajectory], label=symbol)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step (batch of 8)")
-    ax.set_ylabel("bandwidth")
-    ax.set_title("Bandwidths learned end to end, from a deliberately wrong start")
-    ax.legend()
-    ax.grid(alpha=0.3, which="both")
-    plt.show()
+else:  # the bandwidths the repository's training run learned, seed by seed
+    record = json.loads((Path("..") / "results" / "paper_table.json").read_text())
+    print(f"results/paper_table.json ({record['config']['image_size']}-pixel images), grid value → learned:")
+    for seed, theta in record["learned_bandwidths"].items():
+        start = record["grid"][seed]
+        print(f"  seed {seed}: " + ", ".join(f"{k} {start[k]:g} → {v:.2f}" for k, v in theta.items()))
+    learned = dict(record["learned_bandwidths"]["0"])
+print("on the knobs: " + ", ".join(f"{k} = {v:.2f}" for k, v in learned.items()))
 
 
 # %% [markdown]
-# θβ, the colour width, falls from 60 to where the shapes' colours separate, and θα grows: the layer
-# learns how far and how alike pixels must be to share a label, instead of being told. The button puts
-# the learned values on the knobs above (rounded to their steps and clamped to their ranges; they were
-# learned on 48- or 64-pixel images, so on the playground's larger photos they reach proportionally less far).
+# In the recorded run θβ, the colour width, doubles from the grid's 10 to 21–25 in every seed and θγ falls
+# from 3 to about 2.3 px, while θα stays near the grid's 8 px (7.1–9.1): trained end to end, the layer lets
+# pixels of more different colour share a label than the grid search did. The button puts the learned values
+# on the knobs above (rounded to their steps and clamped to their ranges; they were learned on 64-pixel
+# images, so on the playground's larger photos they reach proportionally less far).
 
 # %%
 def use_trained(_=None):
@@ -407,8 +367,8 @@ display(button)
 # The same figure for fixed settings (this is what a headless run or a static rendering shows): the cat
 # photo with the colour-cluster unary at the sliders' defaults, after T iterations, and the share of pixels
 # that changed label. Then a check that the cache does its job: changing only the weights reuses the
-# lattices. Then what the button does: the knobs move to the trained model's θ and weights (on the sliders'
-# steps) and the live figure is redrawn with them, its title written like the readouts. Last, the VOC
+# lattices. Then what the button does: the knobs move to the trained model's θ (and its weights, from a checkpoint; on
+# the sliders' steps) and the live figure is redrawn with them, its title written like the readouts. Last, the VOC
 # network's unary on the cat photo (where it can run).
 
 # %%
