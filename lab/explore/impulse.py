@@ -14,21 +14,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lab._checks import check_choice, check_int
+from lab._checks import check_choice
 from lab.crf.kernels import CRFKernels
 from lab.crf.params import CRFParams
+from lab.explore.inspector import check_image_pixel
 
 __all__ = ["FILTERS", "KERNELS", "impulse_figure", "impulse_responses"]
 
 FILTERS = ("exact", "window", "lattice")
 KERNELS = ("bilateral", "spatial")
-
-
-def _check_pixel(value: object, name: str, size: int) -> int:
-    check_int(value, name)
-    if value >= size:
-        raise ValueError(f"{name}: expected an integer in 0..{size - 1}, got {value!r}")
-    return int(value)
 
 
 def impulse_responses(
@@ -50,12 +44,7 @@ def impulse_responses(
         {"exact", "window", "lattice"} → (H, W) float64 responses (the exact one is 1 at the pixel).
     """
     check_choice(kernel, "kernel", KERNELS)
-    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[0] != 1:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"image: expected a (1, C, H, W) tensor, got {shape}")
-    height, width = image.shape[-2:]
-    _check_pixel(y, "y", height)
-    _check_pixel(x, "x", width)
+    height, width = check_image_pixel(image, y, x)
     m = KERNELS.index(kernel)
     impulse = torch.zeros(height * width, 1, dtype=torch.float64)
     impulse[y * width + x] = 1.0

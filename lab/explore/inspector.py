@@ -25,7 +25,7 @@ from lab.crf.mean_field import MeanFieldTrace
 from lab.crf.params import CRFParams
 from lab.crf.steps import compatibility_transform, weighting
 
-__all__ = ["KERNEL_NAMES", "PixelReport", "inspect_pixel", "kernel_footprints"]
+__all__ = ["KERNEL_NAMES", "PixelReport", "check_image_pixel", "inspect_pixel", "kernel_footprints"]
 
 KERNEL_NAMES = ("bilateral", "spatial")
 
@@ -122,6 +122,17 @@ def _check_index(value: object, name: str, size: int) -> int:
     return int(value)
 
 
+def check_image_pixel(image: object, y: object, x: object) -> tuple[int, int]:
+    """Check a (1, C, H, W) guide tensor and a pixel (row ``y``, column ``x``) inside it; returns (H, W)."""
+    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[0] != 1:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"image: expected a (1, C, H, W) tensor, got {shape}")
+    height, width = image.shape[-2:]
+    _check_index(y, "y", height)
+    _check_index(x, "x", width)
+    return height, width
+
+
 def kernel_footprints(image: torch.Tensor, params: CRFParams, y: int, x: int) -> np.ndarray:
     """(2, H, W) float64 exact kernel rows k(m)(f_i, f_j) = exp(−½ |f_i − f_j|²) for pixel i = (y, x).
 
@@ -134,12 +145,7 @@ def kernel_footprints(image: torch.Tensor, params: CRFParams, y: int, x: int) ->
         y: the pixel's row.
         x: the pixel's column.
     """
-    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[0] != 1:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"image: expected a (1, C, H, W) tensor, got {shape}")
-    height, width = image.shape[-2:]
-    _check_index(y, "y", height)
-    _check_index(x, "x", width)
+    check_image_pixel(image, y, x)
     rows = []
     for features in kernel_features(image, params, dtype=torch.float64):
         f = features[0].detach()  # (d, H, W)
