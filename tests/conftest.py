@@ -48,3 +48,19 @@ def device(request: pytest.FixtureRequest) -> str:
 def make_photo() -> Callable[..., np.ndarray]:
     """:func:`synthetic_photo` as a fixture: ``make_photo(h, w, seed)``."""
     return synthetic_photo
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The strings drawn with Pillow's ImageDraw.text while the test runs (the CLI overlay's titles and legend)."""
+    from PIL import ImageDraw
+
+    texts = []
+    real = ImageDraw.ImageDraw.text
+
+    def spy(self, xy, text, *args, **kwargs):
+        texts.append(text)
+        return real(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+    return texts
