@@ -3,7 +3,7 @@
 :func:`refine` runs a whole ``crf-lab refine``: the option checks and the plan first (a
 :class:`lab.cli.args.UsageError` before any image is read), then per image its unary (colour clusters, a
 probability map, an annotation or the bundled VOC network, loaded once per run) with its
-:func:`lab.unary.unary_report` verdict (:func:`unary_summary`), ``mean_field`` on the CPU and its outputs
+:func:`lab.unary.unary_report` verdict (:func:`lab.cli.report.unary_summary`), ``mean_field`` on the CPU and its outputs
 written all or nothing. A file that cannot be refined is reported on stderr (which file, what is
 wrong) and counted; a full disk stops the batch (exit code 1), SIGINT / SIGTERM stop it between images (130 /
 143); the last line says how many images are complete and how to resume (``--skip-existing``).
@@ -33,15 +33,11 @@ from lab.cli.plan import (
     plan_outputs,
     prepare_out,
 )
+from lab.cli.report import class_summary, unary_summary
 from lab.cli.signals import Interrupted, Signals
 from lab.cli.summary import SUMMARY_CSV, SUMMARY_JSON, RunSummary
 from lab.cli.volumes import encode_volume_outputs, refine_volume
 from lab.cli.writing import StopBatch, encode_outputs, write_outputs
-
-# unary_report reads every value it gets in float64; on at most 128 × 128 pixels (a strided copy of larger
-# unaries) it takes ≈ 15 ms at L = 21 on 2 cores against ≈ 70–90 ms on 256 × 256 (measured 2026-12-02), so
-# the check stays a few per cent of a refine
-REPORT_PIXELS = 128 * 128
 
 
 def _unary(args: argparse.Namespace, path: Path, image: np.ndarray, voc=None):
@@ -68,49 +64,6 @@ def _unary(args: argparse.Namespace, path: Path, image: np.ndarray, voc=None):
     block = 16 if args.block is None else args.block
     unary, _ = coarse_colour_clusters(image, n_labels=args.labels, block=block, confidence=args.confidence)
     return unary, ["colour-cluster unary"]
-
-
-def class_summary(labels: np.ndarray, names: tuple[str, ...], most: int = 4) -> str:
-    """The classes present in a label map by share of pixels, e.g. ``"cat 77 %, background 23 %"``.
-
-    Example:
-        >>> class_summary(np.array([[8, 8, 8, 0]]), ("background",) + ("x",) * 7 + ("cat",))
-        'cat 75 %, background 25 %'
-    """
-    counts = np.bincount(labels.ravel(), minlength=len(names))
-    order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i]]
-    shares = [100 * counts[i] / labels.size for i in order]
-    parts = [f"{names[i]} {s:.0f} %" if s >= 0.5 else f"{names[i]} <1 %" for i, s in zip(order, shares, strict=True)]
-    return ", ".join(parts[:most]) + (f", +{len(parts) - most} more" if len(parts) > most else "")
-
-
-def unary_summary(unary) -> list[str]:
-    """The unary report's verdict for an image's line: one ``unary: …`` line, then one ``warning: …`` per finding.
-
-    The report reads a strided copy above :data:`REPORT_PIXELS` pixels
-    (:func:`lab.explore.voc_view.report_sample`), which the first line then names.
-
-    Example:
-        >>> import torch
-        >>> p = torch.full((1, 2, 4, 4), 0.5)  # probabilities where U = log p belongs
-        >>> lines = unary_summary(p)
-        >>> lines[0]
-        'unary: probabilities, values 0.5..0.5, near one-hot 0 % of pixels, mean entropy 0.693 of log L = 0.693 nats'
-        >>> lines[1][:60]
-        'warning: These look like probabilities, not log-probabilitie'
-    """
-    from lab.explore.voc_view import report_sample
-    from lab.unary import unary_report
-
-    sample, stride = report_sample(unary, REPORT_PIXELS)
-    r = unary_report(sample)
-    where = "" if stride == 1 else f" (sampled: 1 pixel in {stride} × {stride})"
-    head = (
-        f"unary: {r.kind}, values {r.value_min:.3g}..{r.value_max:.3g}, near one-hot "
-        f"{100 * r.near_one_hot_fraction:.3g} % of pixels, mean entropy {r.entropy_mean:.3g} of log L = "
-        f"{r.entropy_max:.3g} nats{where}"
-    )
-    return [head, *(f"warning: {m}" for m in r.messages)]
 
 
 def _refine_one(args: argparse.Namespace, path: Path, params, iterations: int, voc=None):

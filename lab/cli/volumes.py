@@ -77,7 +77,7 @@ def volume_params(args: argparse.Namespace, params, volume) -> tuple[object, lis
 def refine_volume(args: argparse.Namespace, path, params, iterations: int, summary):
     """One volume refined: (volume, labels, Q (L, *spatial), notes, ``summary(unary)``'s lines, share relabelled).
 
-    ``summary`` is :func:`lab.cli.batch.unary_summary`, handed down (it reads a (1, L, H, W) view of U).
+    ``summary`` is :func:`lab.cli.report.unary_summary`, handed down (it reads a (1, L, H, W) view of U).
 
     A ValueError (or FileNotFoundError, MemoryError) for what the user can fix, as for photos.
     """

@@ -36,7 +36,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nda
 
     Example:
         >>> overlay(np.full((1, 1, 3), 200, np.uint8), np.array([[1]]), alpha=0.5).tolist()
-        [[[164, 100, 100]]]
+        [[[206, 147, 100]]]
     """
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha: expected a number in 0..1, got {alpha!r}")

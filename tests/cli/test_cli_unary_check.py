@@ -5,7 +5,7 @@ import pytest
 from inputs import cli_main, synthetic_photo
 from PIL import Image
 
-from lab.cli.batch import REPORT_PIXELS, unary_summary
+from lab.cli.report import REPORT_PIXELS, unary_summary
 
 H, W = 40, 50
 FAST = ("--iterations", "1")

@@ -8,7 +8,7 @@ from inputs import cli_main
 from PIL import Image
 
 from lab.cli.args import build_parser
-from lab.cli.batch import class_summary
+from lab.cli.report import class_summary
 from lab.data import sample_images
 from lab.unary import VOC_CLASS_NAMES, voc_status
 
