@@ -16,6 +16,13 @@ import numpy as np
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+try:  # the pixel inspector's click; without it the inspector takes x and y from number inputs alone
+    from streamlit_image_coordinates import streamlit_image_coordinates
+except ImportError as exc:  # the app extra pins it; a bare streamlit install lacks it
+    streamlit_image_coordinates, CLICK_MISSING = None, f"streamlit-image-coordinates is not installed ({exc})"
+else:
+    CLICK_MISSING = None
+
 from lab._paths import train_artifacts
 from lab.cli import EXACT_MAX_PIXELS
 from lab.crf import CRFParams, TrainedCRF, TrainedCRFUnavailable, find_trained_crfs, load_trained_crf
@@ -53,6 +60,8 @@ from lab.explore.display import (
     upscale_nearest,
 )
 from lab.explore.fit_view import FIT_SECONDS, FIT_SIDE, fit_to_truth
+from lab.explore.inspect_view import display_to_pixel, footprint_image, mark_pixel
+from lab.explore.inspector import KERNEL_NAMES, inspect_pixel
 from lab.explore.voc_view import (
     class_names_for,
     present_classes,
@@ -343,6 +352,94 @@ def uploader(where, label: str, types: list[str], key: str, **kwargs):
     except StreamlitAPIException as exc:
         st.error(f"{label}: {exc}", icon="⚠️")
         return None
+
+
+def clicked_pixel(shape: tuple[int, int]) -> None:
+    """Click callback of the inspector's image: move the x, y inputs to the working pixel under the click."""
+    click = st.session_state.get("inspect_click")
+    if not click:
+        return
+    y, x = display_to_pixel(click, shape)
+    st.session_state["inspect_y"], st.session_state["inspect_x"] = y, x
+
+
+def pixel_inspector(views: dict, result, unary, image: np.ndarray, params: CRFParams, t: int, names, colours) -> None:
+    """The pixel inspector: why pixel (x, y) has its label at t (lab.explore.inspector), clickable on the image."""
+    h, w = image.shape[:2]
+    labels = result.labels
+    st.subheader("Pixel inspector: why does this pixel have its label?")
+    for key, size in (("inspect_x", w), ("inspect_y", h)):  # a new image or size: keep the inputs inside it
+        if st.session_state.get(key, 0) >= size:
+            st.session_state[key] = size // 2
+    st.session_state.setdefault("inspect_x", w // 2)
+    st.session_state.setdefault("inspect_y", h // 2)
+    pick, report_col = st.columns([2, 3])
+    ix, iy = pick.columns(2)
+    x = ix.number_input("x (column)", 0, w - 1, step=1, key="inspect_x", help="Or click the image below.")
+    y = iy.number_input("y (row)", 0, h - 1, step=1, key="inspect_y", help="Or click the image below.")
+    marked = memo(
+        views, ("inspect_view", t, y, x), lambda: upscale_nearest(mark_pixel(label_image(labels[t], colours), y, x))
+    )
+    if streamlit_image_coordinates is not None:
+        with pick:
+            streamlit_image_coordinates(
+                marked, key="inspect_click", width="stretch", on_click=lambda: clicked_pixel((h, w)), cursor="crosshair"
+            )
+        pick.caption(f"Q_{t} argmax; click a pixel to inspect it (the cross marks pixel x = {x}, y = {y}).")
+    else:
+        pick.image(png_bytes(marked), width="stretch", output_format="PNG")
+        pick.caption(f"Q_{t} argmax, the cross at x = {x}, y = {y}. Clicking needs {CLICK_MISSING}: type x and y.")
+
+    report = memo(views, ("inspect", y, x), lambda: inspect_pixel(result.trace, unary, to_tensor(image), params, y, x))
+    classes = list(range(len(names)))
+    shown = sorted({int(c) for c in report.labels} | {int(c) for c in np.argsort(-report.q.max(0))[:4]})
+    report_col.markdown(report.explain(list(names)).replace("\n", "  \n"))
+    q_lines = {names[c]: report.q[:, c] for c in shown}
+    report_col.line_chart(q_lines, height=200, x_label="iteration t", y_label="Q_t(class) at the pixel")
+    report_col.caption(
+        f"Q_t at pixel (x={x}, y={y}) over the iterations, one line per class (the {len(shown)} likeliest shown). "
+        "A line that crosses another is a label flip; flat lines mean the pixel settled."
+    )
+    if t == 0 or report.iterations == 0:
+        st.caption("At t = 0 no message has been sent: Q_0 = softmax(U) at the pixel. Move t to see the messages.")
+        rows = {"class": [names[c] for c in classes], "U": report.unary, "Q_0": report.q[0]}
+    else:
+        i = t - 1
+        rows = {
+            "class": [names[c] for c in classes],
+            "U (unary)": report.unary,
+            f"bilateral message (from Q_{t - 1})": report.messages[i, 0],
+            "spatial message": report.messages[i, 1],
+            "Q̌ = Σ w·message": report.weighted[i],
+            "µQ̌ (penalty)": report.penalty[i],
+            "U − µQ̌": report.logits[i],
+            f"Q_{t}": report.q[t],
+        }
+    table = {k: (v if k == "class" else [float(a) for a in v]) for k, v in rows.items()}
+    st.dataframe(
+        {k: [v[c] for c in shown] for k, v in table.items()}, hide_index=True, key="inspect_table", width="stretch"
+    )
+    st.caption(
+        f"Iteration {t} at the pixel, per class: each kernel's message is the kernel-weighted sum of the neighbours' "
+        f"Q_{max(t - 1, 0)}; the penalty µQ̌ is what the pairwise terms take off U (Potts: the weighted votes for "
+        "every other class), and Q_t = softmax(U − µQ̌). The class with the smallest penalty gains."
+    )
+    f1, f2 = st.columns(2)
+    for col, m in ((f1, 0), (f2, 1)):
+        show_image(
+            col,
+            lambda m=m: footprint_image(image, report.footprints[m], y, x),
+            f"The {KERNEL_NAMES[m]} kernel's footprint around the pixel: the exact row k(f_i, f_j), bright where "
+            + (
+                "pixel j is near and of similar colour (θα, θβ): these pixels vote for its label, the brighter the "
+                "stronger."
+                if m == 0
+                else "pixel j is near (θγ), whatever its colour: a small blur that removes specks."
+            ),
+            views,
+            ("footprint", y, x, m),
+        )
+        col.image(colorbar_png(0.0, 1.0, f"k_{KERNEL_NAMES[m]}(f_i, f_j)", "inferno"), width="stretch")
 
 
 def main() -> None:
@@ -845,6 +942,8 @@ def main() -> None:
         f"{float(kl[t]):.4g}. Each iteration should lower it; a rise means oscillation (e.g. a negative weight "
         "or a µ that rewards disagreement)."
     )
+
+    pixel_inspector(views, result, unary, image, params, t, names, colours)
 
     st.subheader(f"What the CRF changed: unary argmax → Q_{t} argmax")
     if example_ok and not example_shown:  # while it is shown, its truth is used below (unless one is uploaded)

@@ -1,0 +1,176 @@
+"""The app's teaching views, part 2: the pixel inspector, the Algorithm-1 figure, the impulse response, scribbles,
+A/B compare, θ as a share of the image, and the sidebar's order."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit", reason="the app extra is not installed (pip install -e .[app])")
+from streamlit.testing.v1 import AppTest
+
+from lab.explore.display import upscale_nearest
+from lab.explore.inspect_view import display_to_pixel, footprint_image, mark_pixel, strokes_from_drawing, theta_note
+
+APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
+TIMEOUT = 300
+CLUSTERS_SOURCE = "Colour clusters (built-in)"
+LEFT, RIGHT = (31, 200, 97), (250, 10, 180)
+
+
+def png(arr):
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def two_halves(h=32, w=48):
+    """A dark left half and a bright right half, with a 4-px bright bar in the dark half (a speck to remove)."""
+    img = np.full((h, w, 3), 40, np.uint8)
+    img[:, w // 2 :] = 210
+    return img
+
+
+def start(size=64, **state):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["work_size"] = size
+    at.session_state["unary_source"] = CLUSTERS_SOURCE
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def annotated(at, img, ann):
+    """The app on an uploaded image with an annotation unary of two colours (every pixel labelled)."""
+    at.sidebar.radio(key="image_source").set_value("Upload").run()
+    at.sidebar.file_uploader(key="image_upload").set_value(("two.png", png(img), "image/png")).run()
+    at.sidebar.radio(key="unary_source").set_value("Annotation image").run()
+    at.sidebar.file_uploader(key="annotation_upload").set_value(("ann.png", png(ann), "image/png")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    return at
+
+
+@pytest.fixture(scope="module")
+def halves():
+    img = two_halves()
+    ann = np.zeros(img.shape, np.uint8)
+    ann[:, :24] = LEFT
+    ann[:, 24:] = RIGHT
+    ann[10:14, 4:8] = RIGHT  # a wrong speck inside the dark half: the CRF should flip it to LEFT's class
+    return annotated(start(), img, ann)
+
+
+def inspector_table(at):
+    return next(d.value for d in at.dataframe if "µQ̌ (penalty)" in d.value.columns or "Q_0" in d.value.columns)
+
+
+# ------------------------------------------------------------------------------ 1. the pixel inspector
+@pytest.mark.parametrize("displayed", [512, 700, 333])
+def test_a_click_on_the_enlarged_image_maps_to_its_working_pixel(displayed):
+    h, w = 48, 64
+    ids = np.arange(h * w).reshape(h, w)
+    big = upscale_nearest(ids)  # the image as the app enlarges it (whole pixels), then the browser fits it
+    k = big.shape[1] // w
+    assert k > 1
+    scale = displayed / big.shape[1]
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        # a click somewhere inside a displayed pixel: which working pixel is it, read off the enlarged ids?
+        bx, by = rng.uniform(0, big.shape[1]), rng.uniform(0, big.shape[0])
+        truth = int(big[int(by), int(bx)])
+        click = {"x": bx * scale, "y": by * scale, "width": displayed, "height": big.shape[0] * scale}
+        y, x = display_to_pixel(click, (h, w))
+        assert y * w + x == truth
+    assert display_to_pixel({"x": displayed, "y": 0, "width": displayed, "height": 1}, (h, w)) == (0, w - 1)
+    with pytest.raises(ValueError, match="click"):
+        display_to_pixel({"x": 1, "y": 1}, (h, w))
+    with pytest.raises(ValueError, match="click"):
+        display_to_pixel({"x": float("nan"), "y": 1, "width": 2, "height": 2}, (h, w))
+
+
+def test_the_inspector_explains_the_speck_that_flipped(halves):
+    at = halves
+    at.number_input(key="inspect_x").set_value(5).run()
+    at.number_input(key="inspect_y").set_value(11).run()
+    assert not at.exception
+    text = next(m.value for m in at.markdown if m.value.startswith("Pixel (x=5, y=11)"))
+    names = [c for c in at.selectbox(key="class_view").options]  # "0: name", ...
+    first, second = (n.split(": ", 1)[1] for n in names[:2])
+    # the unary says the speck's class (1), the CRF turns it into the surrounding class (0)
+    assert f"the unary says {second}" in text and f"it is {first}" in text and f"{second} → {first}" in text, text
+    table = inspector_table(at)
+    q = table["Q_5"].to_numpy()
+    assert q.sum() == pytest.approx(1.0, abs=1e-5) and q.argmax() == 0
+    scores = table["U − µQ̌"].to_numpy()
+    np.testing.assert_allclose(np.exp(scores) / np.exp(scores).sum(), q, atol=1e-5)  # Q_t = softmax(U − µQ̌)
+    weighted, penalty = table["Q̌ = Σ w·message"].to_numpy(), table["µQ̌ (penalty)"].to_numpy()
+    np.testing.assert_allclose(penalty, weighted.sum() - weighted, atol=1e-5)  # Potts: the votes for the others
+    np.testing.assert_allclose(scores, table["U (unary)"].to_numpy() - penalty, atol=1e-5)
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert any(c.startswith("The bilateral kernel's footprint") for c in captions)
+    assert any(c.startswith("The spatial kernel's footprint") for c in captions)
+    assert any("over the iterations, one line per class" in c.value for c in at.caption)
+
+
+def test_the_inspector_follows_t_and_says_what_t_zero_is(halves):
+    at = halves
+    at.slider(key="t_view").set_value(2).run()
+    assert "bilateral message (from Q_1)" in inspector_table(at).columns
+    at.slider(key="t_view").set_value(0).run()
+    assert not at.exception
+    assert list(inspector_table(at).columns) == ["class", "U", "Q_0"]
+    assert any("no message has been sent" in c.value for c in at.caption)
+    at.slider(key="t_view").set_value(5).run()
+
+
+def test_inspector_inputs_stay_inside_a_smaller_image():
+    at = start(size=128)
+    at.number_input(key="inspect_x").set_value(120).run()
+    at.sidebar.slider(key="work_size").set_value(64).run()
+    assert not at.exception
+    assert at.number_input(key="inspect_x").value < 64
+
+
+def test_footprint_and_marker_images():
+    img = two_halves(16, 16)
+    k = np.zeros((16, 16))
+    k[3, 4] = 1.0
+    k[3, 5] = 0.25
+    out = footprint_image(img, k, 3, 4)
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+    assert (out[3, 4] != out[12, 4]).any()  # the voter differs from a pixel that does not vote
+    assert tuple(out[2, 4]) == (0, 255, 255)  # the cross's arm above the pixel
+    assert tuple(mark_pixel(img, 0, 0)[0, 0]) == tuple(img[0, 0])  # the pixel keeps its own colour
+    with pytest.raises(ValueError, match="footprint"):
+        footprint_image(img, np.full((16, 16), 2.0), 3, 4)
+    with pytest.raises(ValueError, match="footprint"):
+        footprint_image(img, np.ones((8, 8)), 3, 4)
+
+
+def test_strokes_from_a_drawing_at_twice_the_working_size():
+    colours = [(230, 159, 0), (0, 114, 178)]
+    rgba = np.zeros((8, 12, 4), np.uint8)
+    rgba[0:2, 0:2] = (*colours[0], 255)
+    rgba[4, 11] = (*colours[1], 255)  # one pixel of a 2 × 2 block marks it
+    strokes = strokes_from_drawing(rgba, (4, 6), colours)
+    expected = np.zeros((4, 6), np.int64)
+    expected[0, 0], expected[2, 5] = 1, 2
+    np.testing.assert_array_equal(strokes, expected)
+    rgb = np.zeros((4, 6, 3), np.uint8)  # an uploaded PNG: black is unmarked
+    rgb[1, 1] = colours[1]
+    strokes = strokes_from_drawing(rgb, (4, 6), colours)
+    assert strokes[1, 1] == 2 and strokes.sum() == 2
+    with pytest.raises(ValueError, match="whole multiple"):
+        strokes_from_drawing(np.zeros((5, 6, 4), np.uint8), (4, 6), colours)
+
+
+def test_theta_note():
+    assert theta_note(80, 256) == "80 px = 31 % of the longer side (256 px)"
+    assert theta_note(3, 256) == "3 px = 1.2 % of the longer side (256 px)"
+    assert theta_note(200, 64) == "200 px = 312 % of the longer side (64 px)"
+    with pytest.raises(ValueError, match="side"):
+        theta_note(3, 0)
