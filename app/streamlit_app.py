@@ -56,7 +56,6 @@ from lab.explore.display import (
     legend_items,
     png_bytes,
     scalar_image,
-    step_ranges,
     upscale_nearest,
 )
 from lab.explore.fit_view import FIT_SECONDS, FIT_SIDE, fit_to_truth
@@ -89,6 +88,7 @@ from lab.unary import (
 )
 from lab.unary.voc import VOCUnavailable
 from lab.viz import changed_mask, entropy_map, fit_figure, kl_figure
+from lab.viz.algorithm import step_figure, step_limits
 
 # the CRF knobs' ranges (a trained CRF's values outside them are clamped, and the app says so)
 KNOB_RANGES = {
@@ -442,6 +442,41 @@ def pixel_inspector(views: dict, result, unary, image: np.ndarray, params: CRFPa
         col.image(colorbar_png(0.0, 1.0, f"k_{KERNEL_NAMES[m]}(f_i, f_j)", "inferno"), width="stretch")
 
 
+def algorithm_view(views: dict, result, unary, t: int, names, present, view_class: int) -> None:
+    """Algorithm 1 at iteration t for one class (lab.viz.algorithm.step_figure), colour scales shared by every t."""
+    classes = list(range(len(names)))
+    if st.session_state.get("step_class") not in classes:
+        st.session_state["step_class"] = view_class
+    label = st.selectbox(
+        "Class in Algorithm 1",
+        classes,
+        key="step_class",
+        format_func=lambda c: f"{c}: {names[c]}" + ("" if c in present else " (not in the argmax)"),
+        help="Every class has its own maps: Q of one class, the messages about it, its penalty.",
+    )
+    limits = memo(views, ("step_limits", label), lambda: step_limits(result.trace, unary, label))
+    if t == 0:
+        st.subheader(f"Algorithm 1 at t = 0: the initialisation, class {names[label]}")
+        caption = (
+            "Before the first iteration there are no messages: Q_0 = softmax(U), pixel by pixel. Move t to 1 or more "
+            "to see the five steps of an iteration."
+        )
+    else:
+        st.subheader(f"Algorithm 1, iteration {t}, class {names[label]}")
+        caption = (
+            f"From Q_{t - 1} to Q_{t} for {names[label]}, one panel per step with its formula below. Each panel's "
+            "colour bar is the same for every t (probabilities 0..1; messages, Q̌ and µQ̌ from 0 to their largest "
+            "value over the run; U and U − µQ̌ symmetric about 0), so scrubbing t shows real change. Look for "
+            "where µQ̌ is large: the pairwise terms push the class down there."
+        )
+    data = memo(
+        views,
+        ("step_figure", t, label),
+        lambda: figure_png(step_figure(result.trace, unary, t, label, names[label], limits)),
+    )
+    st.image(data, caption=caption, width="stretch", output_format="PNG")
+
+
 def main() -> None:
     """The page, top to bottom: sidebar knobs, then inference and its pictures.
 
@@ -771,7 +806,11 @@ def main() -> None:
         compat=compat,
         normalize=normalize,
     )
-    show_steps = st.toggle("Show Algorithm 1 step by step", key="show_steps")
+    show_steps = st.toggle(
+        "Show Algorithm 1 step by step",
+        key="show_steps",
+        help="Keeps every intermediate of every iteration (one more run, then scrubbing t redraws only).",
+    )
 
     def infer(backend: str):
         """The run's trace, from the cache when these inputs ran before (scrubbing t recomputes nothing)."""
@@ -1058,46 +1097,7 @@ def main() -> None:
     )
 
     if show_steps and iterations > 0:
-        q_fields = ("messages", "weighted", "transformed", "logits", "q")
-        ranges = views.get(("step_ranges", view_class))
-        if ranges is None:
-            ranges = views[("step_ranges", view_class)] = step_ranges(result.trace.steps, view_class, q_fields)
-        u_c = unary[0, view_class]
-        u_lo, u_hi = float(u_c.min()), float(u_c.max())
-        u_range = (u_lo, u_hi if u_hi > u_lo else u_lo + 1.0)
-        if t == 0:
-            st.subheader(f"Algorithm 1 at t = 0: the initialisation, class {names[view_class]}")
-            st.caption(
-                "Before the first iteration there are no messages: Q_0 = softmax(U), pixel by pixel. Move t to 1 "
-                "or more to see the five steps of an iteration."
-            )
-            stages = [
-                (u_c, u_range, "U", "U: the unary, log-probabilities"),
-                (result.trace.history[0][0, view_class], (0.0, 1.0), "Q_0", "Q_0 = softmax(U)"),
-            ]
-        else:
-            step = result.trace.steps[t - 1]
-            st.subheader(f"Algorithm 1, iteration {t}, class {names[view_class]}")
-            st.caption(
-                f"From Q_{t - 1} to Q_{t}, for the chosen class. Each panel has its own colour bar, the same for "
-                "every t (the range over all iterations), so scrubbing t shows real change."
-            )
-            stages = [
-                (result.trace.history[t - 1][0, view_class], (0.0, 1.0), f"Q_{t - 1}", f"Q_{t - 1}: the input"),
-                (step.messages[0][0, view_class], ranges["messages0"], "Q̃ bilateral", "1. bilateral message Q̃₁"),
-                (step.messages[1][0, view_class], ranges["messages1"], "Q̃ spatial", "1. spatial message Q̃₂"),
-                (step.weighted[0, view_class], ranges["weighted"], "Q̌", "2. weighting Q̌ = w₁ Q̃₁ + w₂ Q̃₂"),
-                (step.transformed[0, view_class], ranges["transformed"], "Q̂", "3. compatibility Q̂ = µ Q̌"),
-                (step.logits[0, view_class], ranges["logits"], "U − Q̂", "4. unary addition U − Q̂"),
-                (step.q[0, view_class], (0.0, 1.0), f"Q_{t}", f"5. normalisation Q_{t} = softmax(U − Q̂)"),
-            ]
-        cols = st.columns(4)
-        for k, (x, (lo, hi), short, caption) in enumerate(stages):
-            col = cols[k % 4]
-            show_image(
-                col, lambda x=x, lo=lo, hi=hi: scalar_image(x, lo, hi), caption, views, ("step", t, view_class, k)
-            )
-            col.image(colorbar_png(round(lo, 4), round(hi, 4), short), width="stretch")
+        algorithm_view(views, result, unary, t, names, present, view_class)
 
     st.subheader("Download")
     d1, d2, d3 = st.columns(3)

@@ -174,3 +174,39 @@ def test_theta_note():
     assert theta_note(200, 64) == "200 px = 312 % of the longer side (64 px)"
     with pytest.raises(ValueError, match="side"):
         theta_note(3, 0)
+
+
+# ------------------------------------------------------------------------------ 2. the Algorithm-1 figure
+def test_the_algorithm_view_is_one_figure_per_t_with_scales_shared_across_t(monkeypatch):
+    import lab.viz.algorithm as algorithm
+
+    calls = []
+    real = algorithm.step_figure
+
+    def recording(trace, unary, t, label, class_name=None, limits=None):
+        calls.append((t, label, class_name, limits, algorithm.step_limits(trace, unary, label)))
+        return real(trace, unary, t, label, class_name, limits)
+
+    monkeypatch.setattr(algorithm, "step_figure", recording)
+    at = start()
+    at.toggle(key="show_steps").set_value(True).run()
+    at.slider(key="t_view").set_value(0).run()
+    assert not at.exception
+    heads = [s.value for s in at.subheader]
+    assert any(h.startswith("Algorithm 1 at t = 0: the initialisation") for h in heads), heads
+    assert not any(h.startswith("Algorithm 1, iteration") for h in heads)
+    at.slider(key="t_view").set_value(2).run()
+    at.slider(key="t_view").set_value(4).run()
+    assert any(s.value.startswith("Algorithm 1, iteration 4, class") for s in at.subheader)
+    caption = next(c for img in at.get("image") for c in img.captions if c.startswith("From Q_3 to Q_4"))
+    assert "the same for every t" in caption
+    options = at.selectbox(key="step_class").options
+    assert len(options) == 4 and all(": " in o for o in options)  # every class, by name
+    at.selectbox(key="step_class").set_value(3).run()
+    assert not at.exception
+    ts = [c[0] for c in calls]
+    assert ts[:4] == [5, 0, 2, 4] and calls[-1][1] == 3  # the toggle drew t = T first
+    for _, _, name, limits, own in calls:
+        assert limits == own  # the run's scales for the class, whatever t: shared across t
+        assert name and not name.startswith("label ")
+    assert len({c[3] for c in calls if c[1] == calls[0][1]}) == 1
