@@ -210,3 +210,36 @@ def test_the_algorithm_view_is_one_figure_per_t_with_scales_shared_across_t(monk
         assert limits == own  # the run's scales for the class, whatever t: shared across t
         assert name and not name.startswith("label ")
     assert len({c[3] for c in calls if c[1] == calls[0][1]}) == 1
+
+
+# ------------------------------------------------------------------------------ 3. the impulse response
+@pytest.mark.parametrize("kernel", ["bilateral", "spatial"])
+def test_the_impulse_response_states_the_gaussian_sums(halves, kernel):
+    import re
+
+    from lab.explore.defaults import DEFAULT_PARAMS as P
+
+    at = halves
+    at.number_input(key="inspect_x").set_value(20).run()
+    at.number_input(key="inspect_y").set_value(16).run()
+    at.toggle(key="show_impulse").set_value(True).run()
+    at.radio(key="impulse_kernel").set_value(kernel).run()
+    assert not at.exception
+    caption = next(c for img in at.get("image") for c in img.captions if c.startswith("What pixel (x=20, y=16)"))
+    # the Gaussian from its formula, over the uploaded image (48 × 32, below the working size: not resized)
+    img = two_halves().astype(np.float64)
+    yy, xx = np.mgrid[0:32, 0:48]
+    d2 = (xx - 20) ** 2 + (yy - 16) ** 2
+    if kernel == "bilateral":
+        k = np.exp(-d2 / (2 * P.theta_alpha**2) - ((img - img[16, 20]) ** 2).sum(-1) / (2 * P.theta_beta**2))
+    else:
+        k = np.exp(-d2 / (2 * P.theta_gamma**2))
+    r = P.window_size // 2
+    inside = (abs(xx - 20) <= r) & (abs(yy - 16) <= r)
+    sums = [float(v) for v in re.findall(r"Σ = ([\d.]+)", caption)]
+    assert sums[0] == pytest.approx(k.sum(), abs=0.06)  # exact
+    assert sums[1] == pytest.approx(k[inside].sum(), abs=0.06)  # window: the Gaussian cut to its square
+    lost = float(re.search(r"loses ([\d.]+) %", caption).group(1))
+    assert lost == pytest.approx(100 * (1 - k[inside].sum() / k.sum()), abs=0.06)
+    assert "The window truncates" in caption and "The lattice approximates" in caption
+    at.toggle(key="show_impulse").set_value(False).run()
