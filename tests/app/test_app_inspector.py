@@ -236,7 +236,7 @@ def test_the_impulse_response_states_the_gaussian_sums(halves, kernel):
         k = np.exp(-d2 / (2 * P.theta_gamma**2))
     r = P.window_size // 2
     inside = (abs(xx - 20) <= r) & (abs(yy - 16) <= r)
-    sums = [float(v) for v in re.findall(r"Σ = ([\d.]+)", caption)]
+    sums = [float(v) for v in re.findall(r"Σ = (\d+\.\d)", caption)]
     assert sums[0] == pytest.approx(k.sum(), abs=0.06)  # exact
     assert sums[1] == pytest.approx(k[inside].sum(), abs=0.06)  # window: the Gaussian cut to its square
     lost = float(re.search(r"loses ([\d.]+) %", caption).group(1))
