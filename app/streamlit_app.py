@@ -22,6 +22,12 @@ except ImportError as exc:  # the app extra pins it; a bare streamlit install la
     streamlit_image_coordinates, CLICK_MISSING = None, f"streamlit-image-coordinates is not installed ({exc})"
 else:
     CLICK_MISSING = None
+try:  # the scribble canvas; without it scribbles come from an uploaded stroke PNG
+    from streamlit_drawable_canvas import st_canvas
+except Exception as exc:  # ImportError, or Streamlit refusing the component's declaration (StreamlitAPIException)
+    st_canvas, CANVAS_MISSING = None, f"streamlit-drawable-canvas could not be loaded ({type(exc).__name__}: {exc})"
+else:
+    CANVAS_MISSING = None
 
 from lab._paths import train_artifacts
 from lab.cli import EXACT_MAX_PIXELS
@@ -60,7 +66,7 @@ from lab.explore.display import (
 )
 from lab.explore.fit_view import FIT_SECONDS, FIT_SIDE, fit_to_truth
 from lab.explore.impulse import impulse_figure, impulse_responses
-from lab.explore.inspect_view import display_to_pixel, footprint_image, mark_pixel
+from lab.explore.inspect_view import display_to_pixel, footprint_image, mark_pixel, strokes_from_drawing
 from lab.explore.inspector import KERNEL_NAMES, inspect_pixel
 from lab.explore.voc_view import (
     class_names_for,
@@ -81,6 +87,7 @@ from lab.unary import (
     load_compat,
     load_fcn,
     load_probability_map,
+    scribble_unary,
     selfie_status,
     unary_from_annotation,
     unary_report,
@@ -105,9 +112,11 @@ VOC_SOURCE = "PASCAL VOC network (21 classes)"
 # ground truth of "What the CRF changed" while it is shown
 VOC_EXAMPLE = "VOC example (ground truth)"
 CLUSTERS_SOURCE = "Colour clusters (built-in)"
+SCRIBBLES_SOURCE = "Scribbles (draw a few strokes per class)"
 UNARY_SOURCES = [
     VOC_SOURCE,
     CLUSTERS_SOURCE,
+    SCRIBBLES_SOURCE,
     "Person vs background (MediaPipe)",
     "Small FCN (synthetic shapes)",
     "Annotation image",
@@ -355,6 +364,53 @@ def uploader(where, label: str, types: list[str], key: str, **kwargs):
         return None
 
 
+def stroke_drawing(upload, image: np.ndarray, colours: np.ndarray, n_classes: int):
+    """The strokes' drawing: an uploaded stroke PNG, else the canvas (drawn over the enlarged image), else None."""
+    from PIL import Image
+
+    if upload is not None:
+        try:
+            with Image.open(io.BytesIO(upload.getvalue())) as img:
+                return np.asarray(img.convert("RGBA" if "A" in img.getbands() else "RGB"))
+        except (OSError, ValueError) as exc:
+            upload_error("Strokes", upload, exc)
+            return None
+    if st_canvas is None:
+        return None
+    big = upscale_nearest(image)
+    pick, width_col = st.columns([3, 1])
+    stroke_class = pick.radio(
+        "Draw strokes of class",
+        list(range(n_classes)),
+        key="scribble_class",
+        horizontal=True,
+        format_func=lambda c: f"scribble {c + 1}",
+    )
+    stroke_width = width_col.slider("Brush (px)", 2, 30, 8, key="scribble_brush")
+    st.markdown(f"Brush colour: {swatch(colours[stroke_class])}scribble {stroke_class + 1}", unsafe_allow_html=True)
+    r, g, b = (int(v) for v in colours[stroke_class])
+    drawn = st_canvas(
+        stroke_width=stroke_width,
+        stroke_color=f"#{r:02x}{g:02x}{b:02x}",
+        background_image=Image.fromarray(big),
+        height=big.shape[0],
+        width=big.shape[1],
+        drawing_mode="freedraw",
+        return_image_data=True,
+        key="scribble_canvas",
+    )
+    st.caption(
+        "Draw a few strokes of each class over the image (switch the class above; undo and reset in the canvas's "
+        "toolbar). Each class's colours under its strokes become its colour model; the CRF then spreads the labels."
+    )
+    data = drawn.image_data
+    if data is None or not data[..., 3].any():
+        return None
+    if data.shape[:2] != big.shape[:2]:  # a high-density screen returns the canvas at its own pixel ratio
+        data = np.asarray(Image.fromarray(data).resize(big.shape[1::-1], Image.Resampling.NEAREST))
+    return data
+
+
 def clicked_pixel(shape: tuple[int, int]) -> None:
     """Click callback of the inspector's image: move the x, y inputs to the working pixel under the click."""
     click = st.session_state.get("inspect_click")
@@ -518,6 +574,7 @@ def main() -> None:
     rerun at 1 MP, measured). As locals they are freed when ``main`` returns.
     """
     # ------------------------------------------------------------------------------------------ sidebar
+    head = st.container()  # the title and the run's summary, above what the sources draw (the scribble canvas)
     sb = st.sidebar
     sb.title("CRF-RNN Lab")
     sb.header("Image")
@@ -600,6 +657,51 @@ def main() -> None:
         confidence = sb.slider("Confidence of the tile's label", 0.3, 0.95, 0.6, step=0.05, key="cluster_confidence")
         confidence = max(confidence, 1.0 / n_clusters + 0.01)
         unary, _ = clusters_for(image_key, image, n_clusters, block, confidence)
+    elif unary_source == SCRIBBLES_SOURCE:
+        n_scribble = sb.slider("Classes", 2, 6, 2, key="scribble_classes")
+        scribble_temperature = sb.slider(
+            "Temperature T",
+            0.1,
+            10.0,
+            1.0,
+            step=0.1,
+            key="scribble_temperature",
+            help="U = log softmax(log p(class | colour) / T): T > 1 makes the colour model less sure, so the CRF "
+            "decides more; T < 1 surer. The stroked pixels themselves keep their class (p = 0.9).",
+        )
+        stroke_colours = class_colours(n_scribble)
+        stroke_file = uploader(
+            sb,
+            "Strokes as a PNG, optional (the class colours on black or transparent)",
+            IMAGE_TYPES,
+            "stroke_upload",
+            help="At the working size or a whole multiple of it; each stroke in its class's colour as listed below, "
+            "black or transparent where nothing is marked.",
+        )
+        sb.markdown(
+            "Class colours: " + " ".join(f"{swatch(c)}scribble {i + 1}" for i, c in enumerate(stroke_colours)),
+            unsafe_allow_html=True,
+        )
+        if CANVAS_MISSING:
+            sb.info(f"Drawing needs the canvas, which is unavailable here: {CANVAS_MISSING}. Upload a stroke PNG.")
+        drawing = stroke_drawing(stroke_file, image, stroke_colours, n_scribble)
+        if drawing is not None:
+            try:
+                strokes = strokes_from_drawing(drawing, (h, w), stroke_colours)
+                counts = np.bincount(strokes.ravel(), minlength=n_scribble + 1)[1:]
+                missing = [f"scribble {k + 1}" for k in range(n_scribble) if counts[k] == 0]
+                if missing:
+                    st.info(f"Draw strokes for {', '.join(missing)} too: every class needs a few marked pixels.")
+                else:
+                    unary = scribble_unary(image, strokes, n_scribble, temperature=scribble_temperature)
+                    names = tuple(f"scribble {k + 1}" for k in range(n_scribble))
+                    source_colours = stroke_colours
+                    notes = [f"scribbles: {int(counts.sum())} marked pixels, T = {scribble_temperature:g}"]
+            except ValueError as exc:
+                if stroke_file is not None:
+                    upload_error("Strokes", stroke_file, exc)
+                else:
+                    error_box("Strokes", exc)
     elif unary_source == "Person vs background (MediaPipe)":
         ok, reason = selfie_available()
         if ok:
@@ -819,9 +921,9 @@ def main() -> None:
                 upload_error("Compatibility", mu_file, exc)
 
     # ------------------------------------------------------------------------------------------ inference
-    st.title("Mean field, iteration by iteration")
+    head.title("Mean field, iteration by iteration")
     size_note = f"{image_label}: {original.shape[1]}×{original.shape[0]} px, working at {w}×{h}"
-    st.caption(" · ".join([size_note, f"L = {num_labels} labels", *notes]))
+    head.caption(" · ".join([size_note, f"L = {num_labels} labels", *notes]))
     if message_passing == "exact" and h * w > EXACT_MAX_PIXELS:
         st.warning(
             f"Exact message passing is O(N²): limited to {EXACT_MAX_PIXELS} pixels; using the lattice. "

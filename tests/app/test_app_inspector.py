@@ -243,3 +243,74 @@ def test_the_impulse_response_states_the_gaussian_sums(halves, kernel):
     assert lost == pytest.approx(100 * (1 - k[inside].sum() / k.sum()), abs=0.06)
     assert "The window truncates" in caption and "The lattice approximates" in caption
     at.toggle(key="show_impulse").set_value(False).run()
+
+
+# ------------------------------------------------------------------------------ 4. scribbles
+def scribbled(at, strokes_png):
+    at.sidebar.radio(key="unary_source").set_value("Scribbles (draw a few strokes per class)").run()
+    at.sidebar.file_uploader(key="stroke_upload").set_value(("strokes.png", strokes_png, "image/png")).run()
+    assert not at.exception
+    return at
+
+
+def test_scribbles_from_an_uploaded_stroke_png_label_each_half():
+    from lab.explore.display import class_colours
+
+    img = two_halves()
+    colours = class_colours(2)
+    strokes = np.zeros((32, 48, 4), np.uint8)  # transparent: nothing marked
+    strokes[4:6, 2:10] = (*colours[0], 255)
+    strokes[26:28, 30:44] = (*colours[1], 255)
+    at = start()
+    at.sidebar.radio(key="image_source").set_value("Upload").run()
+    at.sidebar.file_uploader(key="image_upload").set_value(("two.png", png(img), "image/png")).run()
+    scribbled(at, png(strokes))
+    assert not at.error, [e.value for e in at.error]
+    assert "scribbles: 44 marked pixels, T = 1" in at.caption[0].value
+    for x, y, name in ((3, 20, "scribble 1"), (40, 10, "scribble 2")):  # unmarked pixels, one in each half
+        at.number_input(key="inspect_x").set_value(x).run()
+        at.number_input(key="inspect_y").set_value(y).run()
+        text = next(m.value for m in at.markdown if m.value.startswith(f"Pixel (x={x}, y={y})"))
+        assert f"the unary says {name}" in text and f"it is {name}" in text, text
+    u1 = inspector_table(at)["U (unary)"].to_numpy()
+    at.sidebar.slider(key="scribble_temperature").set_value(2.0).run()
+    u2 = inspector_table(at)["U (unary)"].to_numpy()
+    s = u1 / 2.0
+    np.testing.assert_allclose(u2, s - np.log(np.exp(s).sum()), atol=1e-4)  # U_T = log softmax(U_1 / T)
+    # one class unmarked: the source says which, and offers nothing it cannot do
+    strokes[26:28, 30:44] = 0
+    at.sidebar.file_uploader(key="stroke_upload").set_value(("one.png", png(strokes), "image/png")).run()
+    assert not at.exception
+    assert any("Draw strokes for scribble 2" in i.value for i in at.info)
+    at.sidebar.file_uploader(key="stroke_upload").set_value(("bad.png", png(strokes[:10]), "image/png")).run()
+    assert any("bad.png" in e.value and "whole multiple" in e.value for e in at.error)
+    at.sidebar.file_uploader(key="stroke_upload").set_value(("junk.png", b"not a png", "image/png")).run()
+    assert not at.exception and any("junk.png" in e.value for e in at.error)
+
+
+def test_without_the_canvas_the_scribble_source_says_why(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_canvas(name, *args, **kwargs):
+        if name == "streamlit_drawable_canvas":
+            raise ImportError("No module named 'streamlit_drawable_canvas'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_canvas)
+    at = start()
+    at.sidebar.radio(key="unary_source").set_value("Scribbles (draw a few strokes per class)").run()
+    assert not at.exception
+    info = next(i.value for i in at.sidebar.info if "Drawing needs the canvas" in i.value)
+    assert "streamlit-drawable-canvas could not be loaded" in info and "Upload a stroke PNG" in info
+
+
+def test_the_canvas_is_offered_with_the_class_brushes():
+    at = start()
+    at.sidebar.radio(key="unary_source").set_value("Scribbles (draw a few strokes per class)").run()
+    at.sidebar.slider(key="scribble_classes").set_value(3).run()
+    assert not at.exception and not at.error
+    assert at.radio(key="scribble_class").options == ["scribble 1", "scribble 2", "scribble 3"]
+    assert any(c.value.startswith("Draw a few strokes of each class") for c in at.caption)
+    assert any("No unary from 'Scribbles" in i.value for i in at.info)  # nothing drawn yet: clusters meanwhile
