@@ -411,6 +411,129 @@ def stroke_drawing(upload, image: np.ndarray, colours: np.ndarray, n_classes: in
     return data
 
 
+def run_cached(image_key, image, unary, params: CRFParams, iterations: int, message_passing: str, backend: str, steps):
+    """A run's key and result, from the cache when these inputs ran before (scrubbing t recomputes nothing)."""
+    kernels, build_ms = kernels_for(
+        image_key,
+        image,
+        params.theta_alpha,
+        params.theta_beta,
+        params.theta_gamma,
+        params.normalize,
+        message_passing,
+        backend,
+    )
+    key = ("run", image_key, array_key(unary.numpy()), params_key(params), iterations, message_passing, backend)
+    result = CACHE.get((*key, steps))
+    if result is None:
+        with st.spinner("Running mean field…"):
+            result = run_crf(unary, to_tensor(image), params, iterations, kernels, steps=steps)
+        result.build_ms = build_ms
+        CACHE.put((*key, steps), result)
+        CACHE.remeasure()  # the first run made the kernels' sparse operators: count them, evict to fit
+    return key, result
+
+
+def settings_summary(params: CRFParams, iterations: int, message_passing: str) -> dict[str, str]:
+    """The knobs of a parameter set as text, for the A/B table."""
+    if params.is_potts:
+        mu = "Potts"
+    else:  # a matrix: by its size and contents' key (two different µ of one size differ in the table)
+        crc = zlib.crc32(np.ascontiguousarray(params.compat.detach().cpu().numpy()).tobytes())
+        mu = f"{params.compat.shape[0]}×{params.compat.shape[1]} matrix (CRC {crc:08x})"
+    return {
+        "θα (px)": f"{params.theta_alpha:g}",
+        "θβ": f"{params.theta_beta:g}",
+        "θγ (px)": f"{params.theta_gamma:g}",
+        "w bilateral": f"{float(params.w_bilateral):g}",
+        "w spatial": f"{float(params.w_spatial):g}",
+        "iterations T": str(iterations),
+        "normalisation": params.normalize,
+        "message passing": message_passing,
+        "µ": mu,
+    }
+
+
+def keep_as_b(params: CRFParams, iterations: int, message_passing: str) -> None:
+    """Button callback: store the current knobs as parameter set B."""
+    st.session_state["params_b"] = (params, iterations, message_passing)
+
+
+def ab_compare(
+    views: dict, image_key, image, unary, params, iterations, message_passing, backend, labels_a, names, colours
+):
+    """A (the knobs) beside B (a stored set): their final labels and the pixels where they differ."""
+    st.subheader("A/B compare: two parameter sets on the same image and unary")
+    b1, b2 = st.columns(2)
+    b1.button(
+        "Keep these settings as B",
+        key="keep_b",
+        on_click=keep_as_b,
+        args=(params, iterations, message_passing),
+        help="Store the knobs as they are now; then move the knobs (A) and compare.",
+    )
+    stored = st.session_state.get("params_b")
+    if stored is None:
+        st.caption("No B yet: press 'Keep these settings as B', then change the knobs to compare A with B.")
+        return
+    b2.button("Forget B", key="forget_b", on_click=lambda: st.session_state.pop("params_b", None))
+    params_b, iterations_b, passing_b = stored
+    num_labels = unary.shape[1]
+    if not params_b.is_potts and params_b.compat.shape[0] != num_labels:
+        st.info(
+            f"B's µ is {params_b.compat.shape[0]}×{params_b.compat.shape[0]} and the unary has L = {num_labels}: "
+            "B cannot run on this unary (keep a new B, or go back to its unary)."
+        )
+        return
+    try:
+        _, result_b = run_cached(image_key, image, unary, params_b, iterations_b, passing_b, backend, False)
+    except (ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as exc:
+        error_box("B's run failed", exc)
+        return
+    labels_b = result_b.labels[-1]
+    a_text = settings_summary(params, iterations, message_passing)
+    b_text = settings_summary(params_b, iterations_b, passing_b)
+    st.dataframe(
+        {
+            "knob": list(a_text),
+            "A (the knobs)": list(a_text.values()),
+            "B (kept)": list(b_text.values()),
+            "differs": ["yes" if a_text[k] != b_text[k] else "" for k in a_text],
+        },
+        hide_index=True,
+        key="ab_table",
+    )
+    ca, cb, cd = st.columns(3)
+    b_key = ("ab", array_key(labels_b), array_key(labels_a))
+    show_image(
+        ca, lambda: label_image(labels_a, colours), f"A: Q_{iterations} argmax with the knobs.", views, (*b_key, "a")
+    )
+    show_image(
+        cb,
+        lambda: label_image(labels_b, colours),
+        f"B: Q_{iterations_b} argmax with the kept settings.",
+        views,
+        (*b_key, "b"),
+    )
+    diff_view, pairs = memo(
+        views, (*b_key, "diff"), lambda: change_view(image, labels_a, labels_b, num_labels, colours)
+    )
+    differ = int((labels_a != labels_b).sum())
+    show_image(
+        cd,
+        lambda: diff_view,
+        f"Where A and B disagree: {differ} of {labels_a.size} px ({100 * differ / labels_a.size:.1f} %), each in B's "
+        "class colour over the faded photo. The knobs marked 'differs' above are the only cause.",
+        views,
+        (*b_key, "diff_view"),
+    )
+    cd.markdown(
+        flip_legend_html(pairs, names, colours, limit=6).replace("Old → new class", "A → B class"),
+        unsafe_allow_html=True,
+    )
+    st.session_state["ab_differ"] = differ
+
+
 def clicked_pixel(shape: tuple[int, int]) -> None:
     """Click callback of the inspector's image: move the x, y inputs to the working pixel under the click."""
     click = st.session_state.get("inspect_click")
@@ -948,18 +1071,7 @@ def main() -> None:
 
     def infer(backend: str):
         """The run's trace, from the cache when these inputs ran before (scrubbing t recomputes nothing)."""
-        kernels, build_ms = kernels_for(
-            image_key, image, theta_alpha, theta_beta, theta_gamma, normalize, message_passing, backend
-        )
-        key = ("run", image_key, array_key(unary.numpy()), params_key(params), iterations, message_passing, backend)
-        result = CACHE.get((*key, show_steps))
-        if result is None:
-            with st.spinner("Running mean field…"):
-                result = run_crf(unary, to_tensor(image), params, iterations, kernels, steps=show_steps)
-            result.build_ms = build_ms
-            CACHE.put((*key, show_steps), result)
-            CACHE.remeasure()  # the first run made the kernels' sparse operators: count them, evict to fit
-        return key, result
+        return run_cached(image_key, image, unary, params, iterations, message_passing, backend, show_steps)
 
     try:
         try:
@@ -1232,6 +1344,10 @@ def main() -> None:
 
     if show_steps and iterations > 0:
         algorithm_view(views, result, unary, t, names, present, view_class)
+
+    ab_compare(
+        views, image_key, image, unary, params, iterations, message_passing, run_key[-1], labels[-1], names, colours
+    )
 
     st.subheader("Download")
     d1, d2, d3 = st.columns(3)

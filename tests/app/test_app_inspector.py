@@ -314,3 +314,31 @@ def test_the_canvas_is_offered_with_the_class_brushes():
     assert at.radio(key="scribble_class").options == ["scribble 1", "scribble 2", "scribble 3"]
     assert any(c.value.startswith("Draw a few strokes of each class") for c in at.caption)
     assert any("No unary from 'Scribbles" in i.value for i in at.info)  # nothing drawn yet: clusters meanwhile
+
+
+# ------------------------------------------------------------------------------ 5. A/B compare
+def test_a_b_compare_counts_the_pixels_that_differ():
+    import re
+
+    at = start()
+    assert any(c.value.startswith("No B yet") for c in at.caption)
+    at.button(key="keep_b").click().run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "B (kept)" in d.value.columns)
+    assert not (table["differs"] == "yes").any()
+    caption = next(c for img in at.get("image") for c in img.captions if c.startswith("Where A and B disagree"))
+    assert caption.startswith("Where A and B disagree: 0 of ")
+    at.sidebar.slider(key="w_spatial").set_value(20.0).run()
+    at.sidebar.slider(key="iterations").set_value(3).run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "B (kept)" in d.value.columns)
+    assert set(table.loc[table["differs"] == "yes", "knob"]) == {"w spatial", "iterations T"}
+    caption = next(c for img in at.get("image") for c in img.captions if c.startswith("Where A and B disagree"))
+    differ = int(re.match(r"Where A and B disagree: (\d+) of", caption).group(1))
+    assert differ == at.session_state["ab_differ"] > 0
+    # the count is that of the two runs' own label maps, from the changes since the unary of each
+    pairs = next(m.value for m in at.markdown if m.value.startswith("A → B class"))
+    total = sum(int(n) for n in re.findall(r": (\d+) px", pairs))
+    assert total == differ
+    at.button(key="forget_b").click().run()
+    assert "params_b" not in at.session_state and any(c.value.startswith("No B yet") for c in at.caption)
