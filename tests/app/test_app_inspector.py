@@ -342,3 +342,37 @@ def test_a_b_compare_counts_the_pixels_that_differ():
     assert total == differ
     at.button(key="forget_b").click().run()
     assert "params_b" not in at.session_state and any(c.value.startswith("No B yet") for c in at.caption)
+
+
+# ------------------------------------------------------------------------------ 6.–7. θ as a share; the sidebar
+def widget_keys(block):
+    """The keys of the widgets under ``block``, in page order (expanders and columns walked into)."""
+    for child in getattr(block, "children", {}).values():
+        key = getattr(child, "key", None)
+        if key and not key.startswith("$$"):
+            yield key
+        yield from widget_keys(child)
+
+
+def test_the_knobs_come_first_in_the_sidebar_and_theta_is_also_a_share_of_the_image():
+    import re
+
+    at = start(size=96)
+    keys = list(widget_keys(at.sidebar))
+    knobs = ["theta_alpha", "theta_beta", "theta_gamma", "w_bilateral", "w_spatial", "iterations"]
+    assert keys[: len(knobs)] == knobs, keys  # nothing above the knobs (no trained CRF here)
+    assert keys.index("image_source") > keys.index("iterations") and keys.index("unary_source") > keys.index(
+        "iterations"
+    )
+    labels = [e.label for e in at.sidebar.get("expander")]
+    assert labels[0] == "Image and unary source" and labels[1].startswith("More CRF options")
+    w, h = map(int, re.search(r"working at (\d+)×(\d+)", at.caption[0].value).groups())
+    side = max(w, h)
+    assert side == 96
+    notes = [c.value for c in at.sidebar.caption]
+    alpha = at.sidebar.slider(key="theta_alpha").value
+    assert any(
+        n.startswith(f"θα: {alpha:g} px = {100 * alpha / side:.0f} % of the longer side ({side} px)") for n in notes
+    )
+    at.sidebar.slider(key="theta_gamma").set_value(4.8).run()
+    assert f"θγ: 4.8 px = 5 % of the longer side ({side} px)." in [c.value for c in at.sidebar.caption]
