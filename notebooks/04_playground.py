@@ -27,8 +27,13 @@
 # **What is cached.** The lattices depend only on the image and θ (notebook 02), so they are built once per
 # (image, θα, θβ, θγ) with `lab.explore.build_kernels`; moving a weight, T, t, the label or the unary
 # reuses them.
-# A whole run is cached too, so scrubbing t costs only the drawing. (The widgets need a live kernel: run the
-# notebook in JupyterLab, `make lab`. Without one, the last cell draws the same figure for fixed settings.)
+# A whole run is cached too, so scrubbing t costs only the drawing.
+#
+# **How it is drawn.** The figure is a PNG in an image widget (`lab.explore.playground.LiveFigure`), redrawn
+# on every change of a control; if a setting makes the drawing fail, the error is written under the image.
+# The figure's title writes each knob with the same format as its slider's readout, so the two agree. The
+# widgets need a live kernel: run the notebook in JupyterLab, `make lab`. Without one (a rendered copy), the
+# section *Without widgets* shows the same figure for fixed settings as ordinary output.
 
 # %%
 import functools
@@ -37,12 +42,14 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import display
+from IPython.display import Image, display
+from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from lab.crf import CRFParams
 from lab.data import sample_images
 from lab.explore import build_kernels, fit_image, run_crf, to_tensor
+from lab.explore.playground import LiveFigure, figure_png, on_grid, readout, theta_sweep
 from lab.explore.voc_view import present_classes
 from lab.unary import coarse_colour_clusters, voc_status, voc_unary
 from lab.viz import PALETTE, changed_mask, entropy_map, overlay
@@ -59,6 +66,12 @@ voc_ok, voc_reason = voc_status()  # (False, why) where mediapipe or the bundled
 SOURCES = [CLUSTERS, VOC] if voc_ok else [CLUSTERS]
 if not voc_ok:
     print(f"The VOC network cannot run here, so the playground offers colour clusters only: {voc_reason}")
+# The knobs: their symbol in the figure's title and the format of their readout (the sliders use the same)
+KNOBS = {"theta_alpha": ("θα", ".1f"), "theta_beta": ("θβ", ".1f"), "theta_gamma": ("θγ", ".2f"),
+         "w_bilateral": ("w(1)", ".1f"), "w_spatial": ("w(2)", ".1f"), "iterations": ("T", "d")}
+# The CRF's starting settings, each on its slider's steps (θ on powers of 2 in quarter steps)
+DEFAULTS = {"theta_alpha": 32.0, "theta_beta": 16.0, "theta_gamma": 2.0, "w_bilateral": 5.0, "w_spatial": 3.0,
+            "iterations": 5}
 
 
 @functools.cache
@@ -108,9 +121,19 @@ def run(name, theta_alpha, theta_beta, theta_gamma, w_bilateral, w_spatial, iter
     return result
 
 
+def knob_text(values):
+    """The CRF's settings written as the sliders' readouts write them (the formats of KNOBS)."""
+    return "  ".join(f"{symbol}={format(values[key], fmt)}" for key, (symbol, fmt) in KNOBS.items())
+
+
+def show(fig):
+    """Display a figure as an ordinary PNG output (what a rendered copy of the notebook keeps)."""
+    display(Image(figure_png(fig)))
+
+
 def draw(name, theta_alpha, theta_beta, theta_gamma, w_bilateral, w_spatial, iterations, t, label, source=CLUSTERS,
          temperature=1.0):
-    """The playground's figure for one setting."""
+    """The playground's figure for one setting (a matplotlib Figure; nothing is displayed)."""
     t = min(t, iterations)
     photo = PHOTOS[name]
     if source != VOC:
@@ -123,7 +146,8 @@ def draw(name, theta_alpha, theta_beta, theta_gamma, w_bilateral, w_spatial, ite
     labels0, labels_t = result.labels[0], result.labels[t]
     kl = result.trace.kl[0].numpy()
 
-    fig, axes = plt.subplots(2, 4, figsize=(15, 7.2), constrained_layout=True)
+    fig = Figure(figsize=(15, 7.2), dpi=80, layout="constrained")
+    axes = fig.subplots(2, 4)
     axes[0, 0].imshow(photo)
     axes[0, 0].set_title(f"{name} ({photo.shape[1]}×{photo.shape[0]})")
     axes[0, 1].imshow(overlay(photo, labels0, 0.65))
@@ -154,14 +178,15 @@ def draw(name, theta_alpha, theta_beta, theta_gamma, w_bilateral, w_spatial, ite
     ax.set_ylabel("KL(Q_t ‖ P) + log Z")
     ax.set_title("mean-field objective")
     ax.grid(alpha=0.3)
-    unary_name = f"VOC network, temperature {temperature:g}" if source == VOC else CLUSTERS
-    fig.suptitle(f"unary: {unary_name}   ·   θα={theta_alpha:g} θβ={theta_beta:g} θγ={theta_gamma:g}  "
-                 f"w(1)={w_bilateral:g} w(2)={w_spatial:g}  T={iterations}\nlattices built once per image and θ in "
+    unary_name = f"VOC network, temperature {temperature:.2f}" if source == VOC else CLUSTERS
+    knobs = knob_text({"theta_alpha": theta_alpha, "theta_beta": theta_beta, "theta_gamma": theta_gamma,
+                       "w_bilateral": w_bilateral, "w_spatial": w_spatial, "iterations": iterations})
+    fig.suptitle(f"unary: {unary_name}   ·   {knobs}\nlattices built once per image and θ in "
                  f"{result.build_ms:.0f} ms, inference {result.inference_ms:.0f} ms")
     handles = [Patch(facecolor=PALETTE[c] / 255, edgecolor="grey", label=names[c])
                for c in present_classes(labels0, labels_t)]  # only the classes on screen
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), frameon=False)
-    plt.show()
+    return fig
 
 
 # %% [markdown]
@@ -172,30 +197,39 @@ def draw(name, theta_alpha, theta_beta, theta_gamma, w_bilateral, w_spatial, ite
 # most changes happen in the first two or three iterations. Then switch the unary to the VOC network: a
 # real, confident unary, where the CRF mostly moves boundaries and makes Q certain; raise its temperature to
 # give the CRF more say, and watch small or unsure objects (the "bottle" on the coffee photo) shrink or vanish.
+#
+# Every slider starts on one of its steps, and the button further down rounds the trained values to the
+# steps too: a browser slider shows (and may send back) the value of its nearest step, so a value between
+# steps would read differently on the slider and in the figure's title.
 
 # %%
-style = {"description_width": "90px"}
-layout = widgets.Layout(width="340px")
+style = {"description_width": "initial"}  # each description at its full width: none is clipped
+layout = widgets.Layout(width="380px")
+
+
+def slider(kind, key, description, **kwargs):
+    """A slider for one of KNOBS, with its readout format, starting at its DEFAULTS value."""
+    return kind(value=DEFAULTS[key], description=description, readout_format=KNOBS[key][1], style=style,
+                layout=layout, **kwargs)
+
+
 controls = {
     "name": widgets.Dropdown(options=list(PHOTOS), value="astronaut", description="image", style=style),
     "source": widgets.Dropdown(options=SOURCES, value=CLUSTERS, description="unary", style=style),
     "temperature": widgets.FloatLogSlider(value=2.0, base=2, min=-1, max=3, step=0.25, description="temperature",
-                                          style=style, layout=layout, disabled=True),
-    "theta_alpha": widgets.FloatLogSlider(value=30.0, base=2, min=1, max=8, step=0.25, description="θα (px)",
-                                          style=style, layout=layout),
-    "theta_beta": widgets.FloatLogSlider(value=20.0, base=2, min=1, max=7, step=0.25, description="θβ (0..255)",
-                                         style=style, layout=layout),
-    "theta_gamma": widgets.FloatLogSlider(value=3.0, base=2, min=-1, max=4, step=0.25, description="θγ (px)",
-                                          style=style, layout=layout),
-    "w_bilateral": widgets.FloatSlider(value=5.0, min=0, max=20, step=0.5, description="w(1) bilateral",
-                                       style=style, layout=layout),
-    "w_spatial": widgets.FloatSlider(value=3.0, min=0, max=20, step=0.5, description="w(2) spatial",
-                                     style=style, layout=layout),
-    "iterations": widgets.IntSlider(value=5, min=0, max=15, description="T", style=style, layout=layout),
-    "t": widgets.IntSlider(value=5, min=0, max=5, description="iteration t", style=style, layout=layout),
+                                          readout_format=".2f", style=style, layout=layout, disabled=True),
+    "theta_alpha": slider(widgets.FloatLogSlider, "theta_alpha", "θα (px)", base=2, min=1, max=8, step=0.25),
+    "theta_beta": slider(widgets.FloatLogSlider, "theta_beta", "θβ (0..255)", base=2, min=1, max=7, step=0.25),
+    "theta_gamma": slider(widgets.FloatLogSlider, "theta_gamma", "θγ (px)", base=2, min=-1, max=4, step=0.25),
+    "w_bilateral": slider(widgets.FloatSlider, "w_bilateral", "w(1) bilateral", min=0, max=20, step=0.5),
+    "w_spatial": slider(widgets.FloatSlider, "w_spatial", "w(2) spatial", min=0, max=20, step=0.5),
+    "iterations": slider(widgets.IntSlider, "iterations", "T (iterations)", min=0, max=15),
+    "t": widgets.IntSlider(value=DEFAULTS["iterations"], min=0, max=DEFAULTS["iterations"], description="iteration t",
+                           style=style, layout=layout),
     "label": widgets.Dropdown(options=[(f"label {l}", l) for l in range(N_LABELS)], value=1, description="label",
                               style=style),
 }
+assert all(on_grid(controls[k], v) == v for k, v in DEFAULTS.items()), "a default is off its slider's steps"
 
 
 def _follow_T(change):
@@ -208,113 +242,119 @@ def _follow_source(change=None):
     """Offer the labels of the chosen unary (the VOC classes the network finds in the photo); the temperature
     slider only acts on the VOC network."""
     options, default = label_choices(controls["name"].value, controls["source"].value)
-    if [tuple(o) for o in controls["label"].options] != options:  # unchanged (another photo's clusters): no redraw
+    if [tuple(o) for o in controls["label"].options] != options:
         keep = controls["label"].value
         controls["label"].options = options  # resets the value to the first option
         controls["label"].value = keep if keep in [c for _, c in options] else default
     controls["temperature"].disabled = controls["source"].value != VOC
 
 
-controls["iterations"].observe(_follow_T, names="value")
-# observed before interactive_output below, so the label options change before the figure is redrawn
-controls["source"].observe(_follow_source, names="value")
-controls["name"].observe(_follow_source, names="value")
+# One redraw per change, after the follow-ups (the scrubber's range, the label options) have set the controls
+live = LiveFigure(draw, controls, follow={"iterations": _follow_T, "source": _follow_source, "name": _follow_source})
 ui = widgets.HBox([
     widgets.VBox([controls[k] for k in ("name", "source", "temperature", "label", "iterations", "t")]),
     widgets.VBox([controls[k] for k in ("theta_alpha", "theta_beta", "theta_gamma")]),
     widgets.VBox([controls[k] for k in ("w_bilateral", "w_spatial")]),
 ])
-out = widgets.interactive_output(draw, controls)
-display(ui, out)
+display(ui, live.widget)
+
+# %% [markdown]
+# ## θα × θβ: how far and how alike
+#
+# The two bandwidths of the bilateral kernel side by side: $Q_T$'s labels on the cat photo with the
+# colour-cluster unary, θα (how far apart two pixels may be, in pixels) growing across, θβ (how different
+# their colours may be, 0..255) growing down; θγ, the weights and T as the sliders' defaults. Under each
+# panel, the share of pixels whose label differs from the unary's (left).
+
+# %%
+ALPHAS, BETAS = [8.0, 32.0, 128.0], [4.0, 16.0, 64.0]  # on the sliders' steps: try any panel above
+image, unary, _ = inputs("chelsea")
+others = CRFParams(theta_gamma=DEFAULTS["theta_gamma"], w_bilateral=DEFAULTS["w_bilateral"],
+                   w_spatial=DEFAULTS["w_spatial"])
+sweep = theta_sweep(unary, image, others, ALPHAS, BETAS, DEFAULTS["iterations"],
+                    kernels_for=lambda p: kernels_for("chelsea", p.theta_alpha, p.theta_beta, p.theta_gamma)[0])
+
+fig = Figure(figsize=(13, 7.6), dpi=80, layout="constrained")
+left, right = fig.subfigures(1, 2, width_ratios=[1, 3])
+ax = left.subplots()
+ax.imshow(overlay(PHOTOS["chelsea"], sweep.unary_labels, 0.65))
+ax.set_title("unary labels")
+ax.set_xticks([])
+ax.set_yticks([])
+grid = right.subplots(len(BETAS), len(ALPHAS))
+for row, beta in enumerate(BETAS):
+    for col, alpha in enumerate(ALPHAS):
+        ax = grid[row, col]
+        ax.imshow(overlay(PHOTOS["chelsea"], sweep.labels[row, col], 0.65))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"changed {100 * sweep.changed[row, col]:.1f} %")
+        if row == 0:
+            ax.set_title(f"θα = {alpha:g} px")
+        if col == 0:
+            ax.set_ylabel(f"θβ = {beta:g}", fontsize=12)
+fig.suptitle(f"arg-max of Q_T, T = {DEFAULTS['iterations']}, θγ = {DEFAULTS['theta_gamma']:g} px, "
+             f"w(1) = {DEFAULTS['w_bilateral']:g}, w(2) = {DEFAULTS['w_spatial']:g}, colour-cluster unary")
+show(fig)
+print("share of pixels changed vs the unary (%), θβ down, θα across")
+print("θβ \\ θα | " + " | ".join(f"{a:g}" for a in ALPHAS))
+for beta, shares in zip(BETAS, sweep.changed):
+    print(f"{beta:>7g} | " + " | ".join(f"{100 * s:.1f}" for s in shares))
+
+# %% [markdown]
+# **What it shows.** The share of changed pixels grows along both axes: across each row with θα and down
+# each column with θβ (the table under the figure). At θα = 8 px the unary's square blocks still show in every
+# row; from θα = 32 px the label boundaries follow the photo's edges (the eyes, the nose). Down a column,
+# pixels of more different colour may share a label: at θβ = 64 and θα ≥ 32 px the eyes and the nose lose
+# most of the dark label to the red one.
 
 # %% [markdown]
 # ## A trained model's θ
 #
 # The knobs above are set by hand, as the paper sets its bandwidths (by grid search). A CRF-RNN built with
 # `learnable_bandwidths=True` learns θα, θβ, θγ by gradient descent like its other parameters: the gradient
-# reaches θ through the lattice's features (`docs/feature_gradients.md`). `python -m lab.train` trains such
-# a model on the synthetic shapes (the `crf-rnn-learned-theta` row of `results/paper_table.md`) and
-# `lab.crf.load_trained_crf` reads its checkpoint back. Where no checkpoint exists, the next cell trains a
-# small one here: the stand-in coarse unary of notebook 03 on 48-pixel synthetic shapes, starting from
-# deliberately wrong bandwidths (θα = 3 px, θβ = 60, θγ = 1 px), about 30 s on one core. It also trains the
-# same layer with those wrong bandwidths **fixed**, to show what learning them is worth.
+# reaches θ through the lattice's features (`docs/feature_gradients.md`). `make train` (`python -m lab.train`)
+# trains such a model end to end on the synthetic shapes, starting from the θ the grid search chose for
+# post-processing (the `crf-rnn-learned-theta` row of `results/paper_table.md`), and records what it learned in
+# `results/paper_table.json`. The next cell reads a checkpoint of that model where one exists on this machine
+# (`lab.crf.load_trained_crf`), else the recorded values. (Notebook 03 trains a CRF-RNN end to end in front of
+# you.)
 
 # %%
-import torch.nn.functional as F
+import json
+from pathlib import Path
 
-from lab.crf import CRFRNN, find_trained_crfs, load_trained_crf
-from lab.data import SyntheticShapes
-from lab.train.metrics import confusion_matrix, mean_iou
-from lab.unary import unary_from_coarse_labels
+from lab.crf import find_trained_crfs, load_trained_crf
 
 checkpoints = [p for p in find_trained_crfs() if p.stem == "crf-rnn-learned-theta"]
-trajectory = None
-if checkpoints:  # a model trained by python -m lab.train
+if checkpoints:  # a model trained by python -m lab.train on this machine
     trained = load_trained_crf(checkpoints[0])
     print(trained.describe())
     learned = trained.summary()
-else:  # train a small one here
-    train = SyntheticShapes("train", size=96, image_size=48, seed=0)
-    val = SyntheticShapes("val", size=32, image_size=48, seed=0)
-    (x, y), (xv, yv) = train.tensors(), val.tensors()
-    L = train.num_classes
-    u, uv = (unary_from_coarse_labels(lab, L, stride=8, confidence=0.8) for lab in (y, yv))
-    wrong = CRFParams(theta_alpha=3.0, theta_beta=60.0, theta_gamma=1.0, w_bilateral=3.0, w_spatial=1.0)
-
-    def fit(learn_theta, epochs=2):
-        """Train a CRF-RNN from the wrong θ (learned or kept); returns it and θ after every step."""
-        torch.manual_seed(0)
-        crf = CRFRNN(L, iterations=5, params=wrong, learnable_bandwidths=learn_theta)
-        opt = torch.optim.Adam(crf.parameters(), lr=0.1)
-        thetas = [crf.bandwidths]
-        for _ in range(epochs):
-            for idx in torch.randperm(len(train)).split(8):
-                loss = F.cross_entropy(crf(u[idx], x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                thetas.append(crf.bandwidths)
-        return crf, thetas
-
-    def val_miou(crf):
-        with torch.no_grad():
-            return mean_iou(confusion_matrix(crf(uv, xv).argmax(1), yv, L))
-
-    crf_learned, trajectory = fit(learn_theta=True)
-    crf_fixed, _ = fit(learn_theta=False)
-    print(f"validation mIoU: coarse unary {mean_iou(confusion_matrix(uv.argmax(1), yv, L)):.3f}, "
-          f"CRF-RNN with the wrong θ fixed {val_miou(crf_fixed):.3f}, with θ learned {val_miou(crf_learned):.3f}")
-    learned = {**crf_learned.bandwidths, "w_bilateral": crf_learned.w_bilateral.item(),
-               "w_spatial": crf_learned.w_spatial.item()}
-print("learned: " + ", ".join(f"{k} = {v:.2f}" for k, v in learned.items()))
-
-if trajectory is not None:
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for name, symbol in (("theta_alpha", "θα (px)"), ("theta_beta", "θβ (0..255)"), ("theta_gamma", "θγ (px)")):
-        ax.plot([t[name] for t in trajectory], label=symbol)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step (batch of 8)")
-    ax.set_ylabel("bandwidth")
-    ax.set_title("Bandwidths learned end to end, from a deliberately wrong start")
-    ax.legend()
-    ax.grid(alpha=0.3, which="both")
-    plt.show()
+else:  # the bandwidths the repository's training run learned, seed by seed
+    record = json.loads((Path("..") / "results" / "paper_table.json").read_text())
+    print(f"results/paper_table.json ({record['config']['image_size']}-pixel images), grid value → learned:")
+    for seed, theta in record["learned_bandwidths"].items():
+        start = record["grid"][seed]
+        print(f"  seed {seed}: " + ", ".join(f"{k} {start[k]:g} → {v:.2f}" for k, v in theta.items()))
+    learned = dict(record["learned_bandwidths"]["0"])
+print("on the knobs: " + ", ".join(f"{k} = {v:.2f}" for k, v in learned.items()))
 
 
 # %% [markdown]
-# θβ, the colour width, falls from 60 to where the shapes' colours separate, and θα grows: the layer
-# learns how far and how alike pixels must be to share a label, instead of being told. The button puts
-# the learned values on the knobs above (clamped to their ranges; they were learned on 48- or 64-pixel
+# In the recorded run θβ, the colour width, doubles from the grid's 10 to 21–25 in every seed and θγ falls
+# from 3 to about 2.3 px, while θα stays near the grid's 8 px (7.1–9.1): trained end to end, the layer lets
+# pixels of more different colour share a label than the grid search did. The button puts the learned values
+# on the knobs above (rounded to their steps and clamped to their ranges; they were learned on 64-pixel
 # images, so on the playground's larger photos they reach proportionally less far).
 
 # %%
 def use_trained(_=None):
-    """Set the playground's knobs to the learned θ and weights (within each slider's range)."""
-    for name, value in learned.items():
-        slider = controls[name]
-        low, high = (slider.base ** slider.min, slider.base ** slider.max) if hasattr(slider, "base") else (
-            slider.min, slider.max)
-        slider.value = min(max(value, low), high)
+    """Set the playground's knobs to the learned θ and weights: each on its slider's nearest step, in range."""
+    with live.hold():  # one redraw, with every knob moved
+        for name, value in learned.items():
+            controls[name].value = on_grid(controls[name], value)
+    live.redraw()
 
 
 button = widgets.Button(description="Set the knobs to the trained θ", layout=widgets.Layout(width="260px"))
@@ -324,30 +364,38 @@ display(button)
 # %% [markdown]
 # ## Without widgets
 #
-# The same figure for fixed settings (this is what a headless run or a static rendering shows), and a
-# check that the cache does its job: changing only the weights reuses the lattices. Then what the button
-# does: the knobs move to the trained model's θ and weights, and the figure is drawn with them. Last, the VOC
+# The same figure for fixed settings (this is what a headless run or a static rendering shows): the cat
+# photo with the colour-cluster unary at the sliders' defaults, after T iterations, and the share of pixels
+# that changed label. Then a check that the cache does its job: changing only the weights reuses the
+# lattices. Then what the button does: the knobs move to the trained model's θ (and its weights, from a checkpoint; on
+# the sliders' steps) and the live figure is redrawn with them, its title written like the readouts. Last, the VOC
 # network's unary on the cat photo (where it can run).
 
 # %%
-draw("chelsea", 30.0, 20.0, 3.0, 5.0, 3.0, iterations=5, t=1, label=2)
+crf = {k: DEFAULTS[k] for k in KNOBS}
+show(draw("chelsea", **crf, t=DEFAULTS["iterations"], label=2))
+labels = run("chelsea", **crf).labels
+print(f"chelsea, colour clusters, {knob_text(crf)}: {100 * changed_mask(labels[0], labels[-1]).mean():.1f} % "
+      f"of the pixels change label ({100 * changed_mask(labels[0], labels[1]).mean():.1f} % after the first iteration)")
+
 before = kernels_for.cache_info()
-draw("chelsea", 30.0, 20.0, 3.0, 10.0, 0.0, iterations=8, t=8, label=2)
+show(draw("chelsea", DEFAULTS["theta_alpha"], DEFAULTS["theta_beta"], DEFAULTS["theta_gamma"], 10.0, 0.0,
+          iterations=8, t=8, label=2))
 after = kernels_for.cache_info()
 print(f"lattice cache: {after.hits - before.hits} hit(s), {after.misses - before.misses} new build(s) "
       "for a new weight setting")
 assert after.misses == before.misses
 
 use_trained()  # what the button does
-knobs = {k: controls[k].value for k in learned}
+print("learned → knob:", ", ".join(f"{KNOBS[k][0]} {v:.2f} → {readout(controls[k])}" for k, v in learned.items()))
 for name, value in learned.items():
-    s = controls[name]
-    low, high = (s.base ** s.min, s.base ** s.max) if hasattr(s, "base") else (s.min, s.max)
-    assert abs(knobs[name] - min(max(value, low), high)) < 1e-9, (name, knobs[name], value)
-draw("chelsea", **knobs, iterations=5, t=5, label=2)
+    assert controls[name].value == on_grid(controls[name], value), (name, controls[name].value, value)
+assert live.drawn == live.values() and not live.error.value, live.error.value
+missing = [k for k, (symbol, _) in KNOBS.items() if f"{symbol}={readout(controls[k])}" not in live.title]
+assert not missing, (missing, live.title)
+show(draw(**live.values()))  # the live figure, as ordinary output
 
 if VOC in SOURCES:  # the VOC network's unary on the same photo, at the playground's first settings
     options, biggest = label_choices("chelsea", VOC)
     print("VOC classes in the network's arg-max on chelsea:", ", ".join(text for text, _ in options))
-    draw("chelsea", 30.0, 20.0, 3.0, 5.0, 3.0, iterations=5, t=5, label=biggest, source=VOC, temperature=2.0)
-
+    show(draw("chelsea", **crf, t=DEFAULTS["iterations"], label=biggest, source=VOC, temperature=2.0))

@@ -89,7 +89,8 @@ class TrainedCRF:
 def find_trained_crfs(search: str | os.PathLike | None = None) -> list[Path]:
     """The CRF-RNN checkpoints (``crf-rnn*.pt``) under ``search`` (default: ``$LAB_TRAIN_DIR`` or artifacts/train).
 
-    Sorted by run, seed and method; empty if there are none (train some with ``python -m lab.train --quick``).
+    Sorted by run, seed and method; empty if there are none (train some with
+    :func:`lab._paths.quick_training_command`, which writes where this looks).
     """
     root = train_artifacts(search)
     return sorted(root.glob("**/crf-rnn*.pt")) if root.is_dir() else []

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import io
 import os
-import shlex
 import tempfile
 from pathlib import Path
 
 import torch
 
-from lab._paths import train_artifacts
+from lab._paths import quick_training_command
 from lab.lattice.backend import BACKENDS, resolve_backend
 
 __all__ = ["load_uploaded_fcn", "training_command", "unavailable_backends"]
@@ -32,8 +31,7 @@ def training_command(search: str | os.PathLike | None = None) -> str:
         >>> training_command("/tmp/runs")
         'python -m lab.train --quick --out /tmp/runs/quick --checkpoints /tmp/runs/quick'
     """
-    target = shlex.quote(str(train_artifacts(search) / "quick"))
-    return f"python -m lab.train --quick --out {target} --checkpoints {target}"
+    return quick_training_command(search)
 
 
 def unavailable_backends(device: torch.device | str = "cpu") -> dict[str, str]:

@@ -89,7 +89,7 @@ def _cached_kernels(model: SegmentationCRFRNN, split: Split, index: int) -> CRFK
     """
     if model.crf is None or model.crf.learnable_bandwidths:
         return None
-    return split.kernels(index, model.crf.params)
+    return split.kernels(index, model.crf.params, model.crf.message_passing)
 
 
 def _cosine(total_steps: int) -> Callable[[int], float]:

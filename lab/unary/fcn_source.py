@@ -2,7 +2,7 @@
 
 Training writes checkpoints to ``artifacts/train/<run>/seed<k>/fcn.pt``; this module finds the newest one
 and turns its logits into U = log p. Nothing is downloaded: without a checkpoint the source reports
-itself unavailable and says how to make one (``python -m lab.train --quick``, about a minute).
+itself unavailable and says how to make one (:func:`lab._paths.quick_training_command`, about a minute).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab._paths import train_artifacts
+from lab._paths import quick_training_command, train_artifacts
 from lab.errors import Unavailable
 from lab.models import FCN
 
@@ -35,7 +35,7 @@ def find_fcn_checkpoint(search: str | os.PathLike | None = None) -> Path:
     found = sorted(root.glob("**/fcn.pt"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
     if not found:
         raise FCNUnavailable(
-            f"no trained FCN under {root}; train one with `python -m lab.train --quick` (about a minute)"
+            f"no trained FCN under {root}; train one with `{quick_training_command(search)}` (about a minute)"
         )
     return found[0]
 

@@ -163,6 +163,18 @@ def test_training_moves_learned_bandwidths_and_caches_only_fixed_kernels():
     assert len(split._kernels) == len(split)
 
 
+@pytest.mark.parametrize("message_passing", ["window", "exact"])
+def test_training_caches_the_kernels_of_the_crfs_own_message_passing(message_passing):
+    images, labels = _data(size=4)
+    split = Split(images, labels, batch_size=2)
+    torch.manual_seed(0)
+    model = SegmentationCRFRNN(
+        FCN(NUM_CLASSES, width=4), CRFRNN(NUM_CLASSES, iterations=1, message_passing=message_passing)
+    )
+    train_model(model, _groups(model), split, epochs=1, ctx=Context(), seed=0, desc=message_passing)
+    assert {k.message_passing for k in split._kernels.values()} == {message_passing}
+
+
 # ------------------------------------------------------------------------------------------------ resume
 def _train(tmp: Path, resume: bool, epochs: int = 2) -> SegmentationCRFRNN:
     images, labels = _data(size=4)
