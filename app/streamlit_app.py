@@ -1240,8 +1240,6 @@ def main() -> None:
         "or a µ that rewards disagreement)."
     )
 
-    pixel_inspector(views, result, unary, image, params, t, names, colours)
-
     st.subheader(f"What the CRF changed: unary argmax → Q_{t} argmax")
     if example_ok and not example_shown:  # while it is shown, its truth is used below (unless one is uploaded)
         st.button(
@@ -1353,6 +1351,8 @@ def main() -> None:
         flip_legend_html(unary_flips, names, colours, limit=8),
         unsafe_allow_html=True,
     )
+
+    pixel_inspector(views, result, unary, image, params, t, names, colours)
 
     if show_steps and iterations > 0:
         algorithm_view(views, result, unary, t, names, present, view_class)
