@@ -14,6 +14,7 @@ import zlib
 
 import numpy as np
 import streamlit as st
+import torch
 from streamlit.errors import StreamlitAPIException
 
 try:  # the pixel inspector's click; without it the inspector takes x and y from number inputs alone
@@ -31,7 +32,15 @@ else:
 
 from lab._paths import train_artifacts
 from lab.cli import EXACT_MAX_PIXELS
-from lab.crf import CRFParams, TrainedCRF, TrainedCRFUnavailable, find_trained_crfs, load_trained_crf
+from lab.crf import (
+    CRFParams,
+    TrainedCRF,
+    TrainedCRFUnavailable,
+    find_trained_crfs,
+    free_energy,
+    load_trained_crf,
+)
+from lab.crf.kernels import CRFKernels
 from lab.data import load_image, sample_images
 from lab.data.synthetic import CLASS_NAMES, render_scene
 from lab.errors import Unavailable
@@ -532,6 +541,100 @@ def ab_compare(
         unsafe_allow_html=True,
     )
     st.session_state["ab_differ"] = differ
+
+
+ENERGY_RISE = 1e-6  # a rise of F or the KL above this share of its size counts (float noise stays below)
+
+
+def rises(values: np.ndarray) -> list[int]:
+    """The iterations t ≥ 1 at which a per-iteration objective went up (by more than float noise)."""
+    values = np.asarray(values, np.float64)
+    scale = max(float(np.abs(values).max()), 1.0)
+    return [t for t in range(1, len(values)) if values[t] - values[t - 1] > ENERGY_RISE * scale]
+
+
+def energy_figure(terms: dict[str, np.ndarray], kl: np.ndarray, t: int):
+    """Unary, pairwise and entropy terms and F per iteration (left), densecrf's KL and F (right)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    steps = np.arange(len(kl))
+    for name, style in (("unary", "-o"), ("pairwise", "-s"), ("−entropy", "-^"), ("F (total)", "-k")):
+        left.plot(steps, terms[name], style, label=name, markersize=3)
+    left.axvline(t, color="grey", alpha=0.4)
+    left.set_xlabel("iteration t")
+    left.set_title("mean-field free energy F = unary + pairwise − entropy", fontsize=9)
+    left.legend(fontsize=7)
+    right.plot(steps, kl, "-o", label="densecrf's printed 'KL'", markersize=3)
+    right.plot(steps, terms["F (total)"], "-k", label="F = KL(Q‖P) − log Z")
+    right.axhline(0, color="grey", lw=0.8)
+    right.axvline(t, color="grey", alpha=0.4)
+    right.set_xlabel("iteration t")
+    right.set_title("both are KL(Q‖P) minus a constant: their sign means nothing", fontsize=9)
+    right.legend(fontsize=7)
+    return fig
+
+
+def energy_view(views: dict, result, unary, image: np.ndarray, params: CRFParams, t: int) -> None:
+    """The KL of the run, a warning where it rises, and on request its split into unary, pairwise and entropy."""
+    kl = result.trace.kl[0].numpy()
+    kl_rises = rises(kl)
+    if kl_rises:
+        st.warning(
+            f"The KL rose at iteration(s) {', '.join(map(str, kl_rises))}: mean field is not descending here "
+            "(an oscillation: a negative weight, a µ that rewards disagreement, or a large weight with "
+            "normalisation 'after').",
+            icon="⚠️",
+        )
+    if not st.toggle(
+        "Split the energy: unary, pairwise and entropy per iteration (lab.crf.free_energy)",
+        key="show_energy",
+        help="Filters the run's every Q once more with the 11 × 11 window, whose self weight is known.",
+    ):
+        return
+
+    def split():
+        kernels = CRFKernels(to_tensor(image), params, "window", dtype=torch.float64)
+        e = free_energy(unary, list(result.trace.history), to_tensor(image), params, "window", kernels=kernels)
+        pair = (e.pairwise + e.self_pairwise)[0].numpy()
+        return {
+            "unary": e.unary[0].numpy(),
+            "pairwise": pair,
+            "−entropy": e.neg_entropy[0].numpy(),
+            "F (total)": (e.unary + e.pairwise + e.self_pairwise + e.neg_entropy)[0].numpy(),
+        }
+
+    terms = memo(views, ("energy",), split)
+    data = memo(views, ("energy_png", t), lambda: figure_png(energy_figure(terms, kl, t)))
+    passing = result.trace.kernels.message_passing
+    st.image(
+        data,
+        caption="Left: the mean-field free energy of each Q_t split into its terms (unary: −Σ Q·U; pairwise: "
+        "½ Σ Q·µQ̌, the penalty paid for neighbours that disagree, self pair included as the filters apply it; "
+        "−entropy: Σ Q log Q, ≤ 0). Mean field trades unary for pairwise energy: the pairwise term should fall "
+        "as labels agree with similar neighbours. Right: densecrf's printed 'KL' is KL(Q‖P) up to the unknown "
+        "constant log Z (Σ Q log Q − Σ Q·U + Σ Q·µQ̌, every pair counted in both orders), so it is negative "
+        "whenever log Z is large, which on images it always is; only its changes mean something. "
+        + (
+            f"This run used the {passing} filter; these terms use the 11 × 11 window on the same Q_t (the "
+            "lattice's own self weight is not known), so they are close to, not exactly, the run's energy."
+            if passing != "window"
+            else "The run used the window filter, as these terms do."
+        ),
+        width="stretch",
+        output_format="PNG",
+    )
+    f_rises = rises(terms["F (total)"])
+    if f_rises:
+        st.warning(
+            f"The free energy F rose at iteration(s) {', '.join(map(str, f_rises))}. Mean field as run here updates "
+            "every pixel at once, which is not guaranteed to lower F (one pixel at a time is); with normalisation "
+            "'after' the kernel is not symmetric either"
+            + ("" if passing == "window" else f", and F is measured with the window, the run used the {passing}")
+            + ". A rise that keeps coming back is an oscillation (the KL above rises too).",
+            icon="⚠️",
+        )
 
 
 def clicked_pixel(shape: tuple[int, int]) -> None:
@@ -1351,6 +1454,8 @@ def main() -> None:
         flip_legend_html(unary_flips, names, colours, limit=8),
         unsafe_allow_html=True,
     )
+
+    energy_view(views, result, unary, image, params, t)
 
     pixel_inspector(views, result, unary, image, params, t, names, colours)
 

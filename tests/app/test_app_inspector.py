@@ -376,3 +376,29 @@ def test_the_knobs_come_first_in_the_sidebar_and_theta_is_also_a_share_of_the_im
     )
     at.sidebar.slider(key="theta_gamma").set_value(4.8).run()
     assert f"θγ: 4.8 px = 5 % of the longer side ({side} px)." in [c.value for c in at.sidebar.caption]
+
+
+# ------------------------------------------------------------------------------ 6. energy
+def test_the_energy_split_is_explained_and_a_rise_is_warned():
+    at = start()
+    at.toggle(key="show_energy").set_value(True).run()
+    assert not at.exception
+    caption = next(c for img in at.get("image") for c in img.captions if c.startswith("Left: the mean-field free"))
+    assert "densecrf's printed 'KL'" in caption and "log Z" in caption and "11 × 11 window" in caption
+    assert not any(w.value.startswith("The KL rose") for w in at.warning)  # Potts, positive weights: it falls
+    # a negative weight: mean field oscillates, the KL goes up, and the page says so
+    at.sidebar.slider(key="w_bilateral").set_value(-10.0).run()
+    at.sidebar.slider(key="iterations").set_value(8).run()
+    assert not at.exception
+    warned = [w.value for w in at.warning if w.value.startswith("The KL rose at iteration(s) ")]
+    assert warned and "oscillation" in warned[0], [w.value for w in at.warning]
+
+
+def test_rises_ignores_float_noise():
+    source = Path(APP).read_text()
+    start_at, end_at = source.index("ENERGY_RISE ="), source.index("def energy_figure")
+    namespace = {"np": np}
+    exec(source[start_at:end_at], namespace)  # the two definitions alone, without running the page
+    rises = namespace["rises"]
+    assert rises(np.array([5.0, 3.0, 3.0 + 1e-9, 2.0])) == []
+    assert rises(np.array([5.0, 3.0, 3.5, 2.0, 2.2])) == [2, 4]
