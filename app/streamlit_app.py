@@ -666,7 +666,12 @@ def pixel_inspector(views: dict, result, unary, image: np.ndarray, params: CRFPa
     if streamlit_image_coordinates is not None:
         with pick:
             streamlit_image_coordinates(
-                marked, key="inspect_click", width="stretch", on_click=lambda: clicked_pixel((h, w)), cursor="crosshair"
+                marked,
+                key="inspect_click",
+                width="stretch",
+                on_click=lambda: clicked_pixel((h, w)),
+                cursor="crosshair",
+                png_compression_level=1,
             )
         pick.caption(f"Q_{t} argmax; click a pixel to inspect it (the cross marks pixel x = {x}, y = {y}).")
     else:
