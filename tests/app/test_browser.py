@@ -163,9 +163,9 @@ def test_browser_inspector_scrubber_and_scribble(server, tmp_path):
         cx, cy = box["width"] * 0.25 + 0.5, box["height"] * 0.5 + 0.5
         target.click(position={"x": cx, "y": cy})
         y, x = display_to_pixel({"x": cx, "y": cy, "width": box["width"], "height": box["height"]}, (h, w))
-        page.get_by_text(f"Pixel (x={x}, y={y})").wait_for(timeout=60_000)
-        assert page.get_by_label("x (column)").input_value() == str(x)
-        assert page.get_by_label("y (row)").input_value() == str(y)
+        page.get_by_text(f"Pixel (x={x}, y={y})").wait_for(timeout=180_000)
+        assert page.locator('input[aria-label="x (column)"]').input_value() == str(x)
+        assert page.locator('input[aria-label="y (row)"]').input_value() == str(y)
         page.get_by_text("The bilateral kernel's footprint").first.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "app_inspector.png"))
 
@@ -180,7 +180,7 @@ def test_browser_inspector_scrubber_and_scribble(server, tmp_path):
         for step in range(1, 11):  # in steps, as a hand drags
             page.mouse.move(tb["x"] - step * (tb["x"] - kb["x"]) / 10, tb["y"] + tb["height"] / 2)
         page.mouse.up()
-        page.get_by_text("Iteration 0 up close").wait_for(timeout=60_000)
+        page.get_by_text("Iteration 0 up close").wait_for(timeout=180_000)
         page.screenshot(path=str(ARTIFACTS / "app_scrub.png"))
 
         # 3. a scribble: one stroke per class on the canvas, left half class 1, right half class 2
