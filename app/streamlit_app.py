@@ -717,7 +717,8 @@ def pixel_inspector(views: dict, result, unary, image: np.ndarray, params: CRFPa
         show_image(
             col,
             lambda m=m: footprint_image(image, report.footprints[m], y, x),
-            f"The {KERNEL_NAMES[m]} kernel's footprint around the pixel: the exact row k(f_i, f_j), bright where "
+            f"The {KERNEL_NAMES[m]} kernel's footprint around pixel (x={x}, y={y}): the exact row k(f_i, f_j), "
+            "bright where "
             + (
                 "pixel j is near and of similar colour (θα, θβ): these pixels vote for its label, the brighter the "
                 "stronger."

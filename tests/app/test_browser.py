@@ -166,7 +166,10 @@ def test_browser_inspector_scrubber_and_scribble(server, tmp_path):
         page.get_by_text(f"Pixel (x={x}, y={y})").wait_for(timeout=180_000)
         assert page.locator('input[aria-label="x (column)"]').input_value() == str(x)
         assert page.locator('input[aria-label="y (row)"]').input_value() == str(y)
-        page.get_by_text("The bilateral kernel's footprint").first.scroll_into_view_if_needed()
+        footprint = page.get_by_text(f"The bilateral kernel's footprint around pixel (x={x}, y={y})").first
+        footprint.wait_for(timeout=180_000)  # the images of the new pixel, not the last pixel's still on screen
+        page.wait_for_timeout(1000)
+        footprint.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "app_inspector.png"))
 
         # 2. drag the t scrubber from its end (t = T) to its start: the view shows t = 0 without a new run
