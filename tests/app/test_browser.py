@@ -121,6 +121,18 @@ def test_browser_upload_and_knob(server, tmp_path):
         browser.close()
 
 
+IDLE = """() => {
+  const status = document.querySelector('[data-testid="stStatusWidget"]');
+  return !(status && /running/i.test(status.innerText)) && !document.querySelector('[data-testid="stSpinner"]');
+}"""
+
+
+def idle(page):
+    """Wait until no script runs (Streamlit's status widget says "Running…" while one does) and no spinner is up."""
+    page.wait_for_function(IDLE, timeout=180_000)
+    page.wait_for_timeout(500)
+
+
 def working_size(page):
     """(w, h) of the working image, from the run's summary caption."""
     import re
@@ -153,6 +165,7 @@ def test_browser_inspector_scrubber_and_scribble(server, tmp_path):
         page.get_by_text("halves.png: 64×48").wait_for(timeout=120_000)
         sidebar.get_by_text("Colour clusters (built-in)", exact=True).click()
         page.get_by_text("Pixel inspector").wait_for(timeout=120_000)
+        idle(page)
         w, h = working_size(page)
 
         # 1. click the inspector's image a quarter across and halfway down: the x, y inputs follow
@@ -161,9 +174,16 @@ def test_browser_inspector_scrubber_and_scribble(server, tmp_path):
         target.wait_for(timeout=60_000)
         box = target.bounding_box()
         cx, cy = box["width"] * 0.25 + 0.5, box["height"] * 0.5 + 0.5
-        target.click(position={"x": cx, "y": cy})
         y, x = display_to_pixel({"x": cx, "y": cy, "width": box["width"], "height": box["height"]}, (h, w))
-        page.get_by_text(f"Pixel (x={x}, y={y})").wait_for(timeout=180_000)
+        for attempt in range(3):  # a click that lands while a rerun replaces the component is lost: click again
+            idle(page)
+            target.click(position={"x": cx, "y": cy})
+            try:
+                page.get_by_text(f"Pixel (x={x}, y={y}): the unary says").wait_for(timeout=60_000)
+                break
+            except sync_api.TimeoutError:
+                if attempt == 2:
+                    raise
         assert page.locator('input[aria-label="x (column)"]').input_value() == str(x)
         assert page.locator('input[aria-label="y (row)"]').input_value() == str(y)
         footprint = page.get_by_text(f"The bilateral kernel's footprint around pixel (x={x}, y={y})").first
