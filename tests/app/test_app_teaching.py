@@ -195,22 +195,6 @@ def test_scrubbing_t_reuses_the_run(monkeypatch):
     )  # generous for a shared CI core; measured: see the report
 
 
-def test_at_t_zero_the_step_view_shows_the_initialisation():
-    at = clusters_app()
-    at.toggle(key="show_steps").set_value(True).run()
-    at.slider(key="t_view").set_value(0).run()
-    assert not at.exception
-    heads = [s.value for s in at.subheader]
-    assert any(h.startswith("Algorithm 1 at t = 0: the initialisation") for h in heads), heads
-    assert not any("iteration 1" in h for h in heads)
-    captions = [c for img in at.get("image") for c in img.captions]
-    assert "Q_0 = softmax(U)" in captions and any(c.startswith("U:") for c in captions)
-    at.slider(key="t_view").set_value(2).run()
-    assert any(s.value.startswith("Algorithm 1, iteration 2") for s in at.subheader)
-    captions = [c for img in at.get("image") for c in img.captions]
-    assert "Q_1: the input" in captions and "5. normalisation Q_2 = softmax(U − Q̂)" in captions
-
-
 # ------------------------------------------------------------------------------ 3.–5. images and colours
 def two_colour_app(served):
     """A 64 × 64 image with an annotation of two colours (no black: every pixel labelled), labels opaque."""

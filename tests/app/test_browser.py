@@ -119,3 +119,111 @@ def test_browser_upload_and_knob(server, tmp_path):
         assert metric(page, "Pixels changed vs unary") == "0"
         page.screenshot(path=str(ARTIFACTS / "app_browser.png"))
         browser.close()
+
+
+IDLE = """() => {
+  const status = document.querySelector('[data-testid="stStatusWidget"]');
+  return !(status && /running/i.test(status.innerText)) && !document.querySelector('[data-testid="stSpinner"]');
+}"""
+
+
+def idle(page):
+    """Wait until no script runs (Streamlit's status widget says "Running…" while one does) and no spinner is up."""
+    page.wait_for_function(IDLE, timeout=180_000)
+    page.wait_for_timeout(500)
+
+
+def working_size(page):
+    """(w, h) of the working image, from the run's summary caption."""
+    import re
+
+    text = page.get_by_text("working at").first.inner_text()
+    w, h = re.search(r"working at (\d+)×(\d+)", text).groups()
+    return int(w), int(h)
+
+
+def test_browser_inspector_scrubber_and_scribble(server, tmp_path):
+    from PIL import Image
+
+    from lab.explore.display import class_colours
+    from lab.explore.inspect_view import display_to_pixel
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:, :32] = (30, 60, 200)
+    img[:, 32:] = (230, 200, 40)
+    path = tmp_path / "halves.png"
+    Image.fromarray(img).save(path)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 3200})
+        page.goto(server)
+        page.get_by_text("Pixels changed vs unary").wait_for(timeout=180_000)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_text("Upload", exact=True).click()
+        sidebar.locator('input[type="file"]').first.set_input_files(str(path))
+        page.get_by_text("halves.png: 64×48").wait_for(timeout=120_000)
+        sidebar.get_by_text("Colour clusters (built-in)", exact=True).click()
+        page.get_by_text("Pixel inspector").wait_for(timeout=120_000)
+        idle(page)
+        w, h = working_size(page)
+
+        # 1. click the inspector's image a quarter across and halfway down: the x, y inputs follow
+        frame = page.frame_locator('iframe[title="streamlit_image_coordinates.streamlit_image_coordinates"]')
+        target = frame.locator("#image")
+        target.wait_for(timeout=60_000)
+        box = target.bounding_box()
+        cx, cy = box["width"] * 0.25 + 0.5, box["height"] * 0.5 + 0.5
+        y, x = display_to_pixel({"x": cx, "y": cy, "width": box["width"], "height": box["height"]}, (h, w))
+        for attempt in range(3):  # a click that lands while a rerun replaces the component is lost: click again
+            idle(page)
+            target.click(position={"x": cx, "y": cy})
+            try:
+                page.get_by_text(f"Pixel (x={x}, y={y}): the unary says").wait_for(timeout=60_000)
+                break
+            except sync_api.TimeoutError:
+                if attempt == 2:
+                    raise
+        assert page.locator('input[aria-label="x (column)"]').input_value() == str(x)
+        assert page.locator('input[aria-label="y (row)"]').input_value() == str(y)
+        footprint = page.get_by_text(f"The bilateral kernel's footprint around pixel (x={x}, y={y})").first
+        footprint.wait_for(timeout=180_000)  # the images of the new pixel, not the last pixel's still on screen
+        page.wait_for_timeout(1000)
+        footprint.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "app_inspector.png"))
+
+        # 2. drag the t scrubber from its end (t = T) to its start: the view shows t = 0 without a new run
+        scrub = page.locator('input[type="range"][aria-label="Show iteration t"]')
+        track = page.locator('[data-testid="stSlider"]', has_text="Show iteration t")
+        track.scroll_into_view_if_needed()
+        thumb = scrub.locator("xpath=..")  # react-aria: the range input sits inside its thumb
+        tb, kb = thumb.bounding_box(), track.bounding_box()
+        page.mouse.move(tb["x"] + tb["width"] / 2, tb["y"] + tb["height"] / 2)
+        page.mouse.down()
+        for step in range(1, 11):  # in steps, as a hand drags
+            page.mouse.move(tb["x"] - step * (tb["x"] - kb["x"]) / 10, tb["y"] + tb["height"] / 2)
+        page.mouse.up()
+        page.get_by_text("Iteration 0 up close").wait_for(timeout=180_000)
+        page.screenshot(path=str(ARTIFACTS / "app_scrub.png"))
+
+        # 3. a scribble: one stroke per class on the canvas, left half class 1, right half class 2
+        sidebar.get_by_text("Scribbles (draw a few strokes per class)", exact=True).click()
+        page.get_by_text("Draw a few strokes of each class").wait_for(timeout=60_000)
+        canvas = page.locator(".upper-canvas").first  # Fabric.js: the canvas that takes the pointer
+        canvas.scroll_into_view_if_needed()
+        cb = canvas.bounding_box()
+        for label, (x0, x1) in (("scribble 1", (0.1, 0.35)), ("scribble 2", (0.65, 0.9))):
+            page.get_by_text(label, exact=True).first.click()  # the brush's class
+            page.wait_for_timeout(500)
+            page.mouse.move(cb["x"] + x0 * cb["width"], cb["y"] + 0.5 * cb["height"])
+            page.mouse.down()
+            for k in range(1, 11):
+                page.mouse.move(cb["x"] + (x0 + k * (x1 - x0) / 10) * cb["width"], cb["y"] + 0.5 * cb["height"])
+            page.mouse.up()
+            page.wait_for_timeout(1000)
+        page.get_by_text("scribbles:").first.wait_for(timeout=120_000)  # the run's summary: the strokes' unary
+        legend = page.locator('[data-testid="stMarkdownContainer"]', has_text="Classes shown:").first.inner_html()
+        for r, g, b in class_colours(2).tolist():  # both stroked classes are on screen in their brush colours
+            assert f"rgb({r}, {g}, {b})" in legend, legend
+        page.screenshot(path=str(ARTIFACTS / "app_scribble.png"))
+        browser.close()
