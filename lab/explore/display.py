@@ -29,7 +29,6 @@ __all__ = [
     "legend_items",
     "png_bytes",
     "scalar_image",
-    "step_ranges",
     "upscale_nearest",
 ]
 
@@ -246,30 +245,3 @@ def colorbar_png(vmin: float, vmax: float, label: str, cmap: str = "viridis") ->
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
-
-
-def step_ranges(steps: Sequence, label: int, fields: Sequence[str]) -> dict[str, tuple[float, float]]:
-    """Per Algorithm-1 stage, its (min, max) for class ``label`` over every iteration: one scale for all t.
-
-    Args:
-        steps: the trace's steps (``MeanFieldTrace.steps``), each with tensor attributes ``fields``
-            (``"messages"`` is a pair: bilateral, spatial; they get ``"messages0"`` and ``"messages1"``).
-        label: the class id.
-        fields: attribute names, e.g. ``("messages", "weighted", "transformed", "logits", "q")``.
-
-    Returns:
-        name → (lo, hi) with hi > lo (a constant stage gets hi = lo + 1).
-    """
-    out: dict[str, list[float]] = {}
-    for step in steps:
-        for name in fields:
-            values = getattr(step, name)
-            parts = {f"{name}{i}": v for i, v in enumerate(values)} if name == "messages" else {name: values}
-            for key, v in parts.items():
-                x = v[0, label]
-                lo, hi = float(x.min()), float(x.max())
-                if key in out:
-                    out[key] = [min(out[key][0], lo), max(out[key][1], hi)]
-                else:
-                    out[key] = [lo, hi]
-    return {k: (lo, hi if hi > lo else lo + 1.0) for k, (lo, hi) in out.items()}

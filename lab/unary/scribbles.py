@@ -17,15 +17,15 @@ import numbers
 import numpy as np
 import torch
 
+from lab._checks import check_number
+
 __all__ = ["scribble_unary", "strokes_from_canvas"]
 
 _FLOOR = 1e-6  # of a class's colour density per cell, before renormalising: no colour is impossible
 
 
 def _real(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-    value = float(value)
+    value = check_number(value, name)
     if not math.isfinite(value):
         raise ValueError(f"{name}: expected a finite number, got {value!r}")
     return value

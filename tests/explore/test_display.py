@@ -17,7 +17,6 @@ from lab.explore.display import (
     legend_items,
     png_bytes,
     scalar_image,
-    step_ranges,
     upscale_nearest,
 )
 from lab.viz.palette import PALETTE
@@ -110,17 +109,6 @@ def test_scalar_images_use_a_fixed_scale_and_colour_bars_are_pngs():
     with pytest.raises(ValueError, match="vmax"):
         scalar_image(np.zeros((2, 2)), 1.0, 1.0)
     assert Image.open(io.BytesIO(colorbar_png(0.0, 1.0, "Q"))).format == "PNG"
-
-
-def test_step_ranges_span_every_iteration():
-    class Step:
-        def __init__(self, scale):
-            self.messages = (torch.full((1, 2, 2, 2), scale), torch.full((1, 2, 2, 2), -scale))
-            self.q = torch.full((1, 2, 2, 2), 0.5)
-
-    ranges = step_ranges([Step(1.0), Step(3.0)], 1, ("messages", "q"))
-    assert ranges["messages0"] == (1.0, 3.0) and ranges["messages1"] == (-3.0, -1.0)
-    assert ranges["q"] == (0.5, 1.5)  # a constant stage still gets a scale
 
 
 def test_training_command_and_backends():
