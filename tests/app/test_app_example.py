@@ -2,19 +2,17 @@
 
 import re
 import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("streamlit", reason="the app extra is not installed (pip install -e .[app])")
+from apptest import APP, TIMEOUT, open_tab
 from streamlit.testing.v1 import AppTest
 
 from lab.explore.voc_view import voc_example_status
 from lab.unary import VOC_CLASS_NAMES, voc_status
 from lab.viz.palette import PALETTE
 
-APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
-TIMEOUT = 180  # importing torch and mediapipe and the first lattice build take well over AppTest's 3 s default
 EXAMPLE = "VOC example (ground truth)"
 VOC_SOURCE = "PASCAL VOC network (21 classes)"
 CLUSTERS_SOURCE = "Colour clusters (built-in)"
@@ -32,7 +30,7 @@ def small_app(source=None):
     if source is not None:
         at.sidebar.radio(key="unary_source").set_value(source).run()
     assert not at.exception, at.exception
-    return at
+    return open_tab(at, "What the CRF changed")  # the example button, the IoU and the flip legend are there
 
 
 SWATCH = r"<span style='background:rgb\(([\d, ]+)\);[^>]*>&nbsp;</span>"

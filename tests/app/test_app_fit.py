@@ -1,7 +1,6 @@
 """The app's "Fit the CRF to this ground truth": the knobs and µ move to the fit, the curve and its note show."""
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,13 +8,12 @@ import torch
 from PIL import Image
 
 pytest.importorskip("streamlit", reason="the app extra is not installed (pip install -e .[app])")
+from apptest import APP, TIMEOUT, open_tab
 from streamlit.testing.v1 import AppTest
 
 from lab.data.synthetic import render_scene
 from lab.unary import unary_from_labels
 
-APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
-TIMEOUT = 180
 KNOBS = ("theta_alpha", "theta_beta", "theta_gamma", "w_bilateral", "w_spatial")
 
 
@@ -49,6 +47,7 @@ def scene_with_prob_map(prob):
     at.sidebar.slider(key="work_size").set_value(64).run()
     at.sidebar.selectbox(key="photo").set_value("synthetic scene 1").run()
     at.sidebar.radio(key="unary_source").set_value("Probability map (.npy/.npz)").run()
+    open_tab(at, "What the CRF changed")  # the ground truth's uploader and the fit are there
     at.sidebar.file_uploader(key="prob_upload").set_value(("p.npy", npy_bytes(prob), "application/octet-stream"))
     return at
 

@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("streamlit", reason="the app extra is not installed (pip install -e .[app])")
+from apptest import APP, open_tab
 from streamlit.testing.v1 import AppTest
 
 from lab.explore.display import upscale_nearest
 from lab.explore.inspect_view import display_to_pixel, footprint_image, mark_pixel, strokes_from_drawing, theta_note
+from lab.explore.voc_view import class_names_for
 
-APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
-TIMEOUT = 300
 CLUSTERS_SOURCE = "Colour clusters (built-in)"
 LEFT, RIGHT = (31, 200, 97), (250, 10, 180)
 
@@ -34,7 +34,7 @@ def two_halves(h=32, w=48):
 
 
 def start(size=64, **state):
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at = AppTest.from_file(APP, default_timeout=300)
     at.session_state["work_size"] = size
     at.session_state["unary_source"] = CLUSTERS_SOURCE
     for k, v in state.items():
@@ -61,7 +61,7 @@ def halves():
     ann[:, :24] = LEFT
     ann[:, 24:] = RIGHT
     ann[10:14, 4:8] = RIGHT  # a wrong speck inside the dark half: the CRF should flip it to LEFT's class
-    return annotated(start(), img, ann)
+    return annotated(start(view_tab="Pixel inspector"), img, ann)
 
 
 def inspector_table(at):
@@ -98,8 +98,7 @@ def test_the_inspector_explains_the_speck_that_flipped(halves):
     at.number_input(key="inspect_y").set_value(11).run()
     assert not at.exception
     text = next(m.value for m in at.markdown if m.value.startswith("Pixel (x=5, y=11)"))
-    names = [c for c in at.selectbox(key="class_view").options]  # "0: name", ...
-    first, second = (n.split(": ", 1)[1] for n in names[:2])
+    first, second = class_names_for(2, None)
     # the unary says the speck's class (1), the CRF turns it into the surrounding class (0)
     assert f"the unary says {second}" in text and f"it is {first}" in text and f"{second} → {first}" in text, text
     table = inspector_table(at)
@@ -128,7 +127,7 @@ def test_the_inspector_follows_t_and_says_what_t_zero_is(halves):
 
 
 def test_inspector_inputs_stay_inside_a_smaller_image():
-    at = start(size=128)
+    at = start(size=128, view_tab="Pixel inspector")
     at.number_input(key="inspect_x").set_value(120).run()
     at.sidebar.slider(key="work_size").set_value(64).run()
     assert not at.exception
@@ -189,7 +188,8 @@ def test_the_algorithm_view_is_one_figure_per_t_with_scales_shared_across_t(monk
 
     monkeypatch.setattr(algorithm, "step_figure", recording)
     at = start()
-    at.toggle(key="show_steps").set_value(True).run()
+    assert not calls  # its tab is closed: nothing drawn
+    open_tab(at, "Algorithm 1")
     at.slider(key="t_view").set_value(0).run()
     assert not at.exception
     heads = [s.value for s in at.subheader]
@@ -205,7 +205,7 @@ def test_the_algorithm_view_is_one_figure_per_t_with_scales_shared_across_t(monk
     at.selectbox(key="step_class").set_value(3).run()
     assert not at.exception
     ts = [c[0] for c in calls]
-    assert ts[:4] == [5, 0, 2, 4] and calls[-1][1] == 3  # the toggle drew t = T first
+    assert ts[:4] == [5, 0, 2, 4] and calls[-1][1] == 3  # opening the tab drew t = T first
     for _, _, name, limits, own in calls:
         assert limits == own  # the run's scales for the class, whatever t: shared across t
         assert name and not name.startswith("label ")
@@ -261,7 +261,7 @@ def test_scribbles_from_an_uploaded_stroke_png_label_each_half():
     strokes = np.zeros((32, 48, 4), np.uint8)  # transparent: nothing marked
     strokes[4:6, 2:10] = (*colours[0], 255)
     strokes[26:28, 30:44] = (*colours[1], 255)
-    at = start()
+    at = start(view_tab="Pixel inspector")
     at.sidebar.radio(key="image_source").set_value("Upload").run()
     at.sidebar.file_uploader(key="image_upload").set_value(("two.png", png(img), "image/png")).run()
     scribbled(at, png(strokes))
@@ -320,7 +320,7 @@ def test_the_canvas_is_offered_with_the_class_brushes():
 def test_a_b_compare_counts_the_pixels_that_differ():
     import re
 
-    at = start()
+    at = start(view_tab="A/B compare")
     assert any(c.value.startswith("No B yet") for c in at.caption)
     at.button(key="keep_b").click().run()
     assert not at.exception
@@ -380,7 +380,7 @@ def test_the_knobs_come_first_in_the_sidebar_and_theta_is_also_a_share_of_the_im
 
 # ------------------------------------------------------------------------------ 6. energy
 def test_the_energy_split_is_explained_and_a_rise_is_warned():
-    at = start()
+    at = start(view_tab="Energy and KL")
     at.toggle(key="show_energy").set_value(True).run()
     assert not at.exception
     caption = next(c for img in at.get("image") for c in img.captions if c.startswith("Left: the mean-field free"))

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("streamlit", reason="the app extra is not installed (pip install -e .[app])")
+from apptest import APP, TIMEOUT, open_tab
 from streamlit.runtime import memory_media_file_storage
 from streamlit.runtime.scriptrunner import script_runner
 from streamlit.testing.v1 import AppTest
@@ -20,8 +21,6 @@ from streamlit.testing.v1 import AppTest
 import lab.explore
 from lab.explore.availability import training_command, unavailable_backends
 
-APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
-TIMEOUT = 180
 CLUSTERS_SOURCE = "Colour clusters (built-in)"
 TRAINED_MU = "Trained CRF-RNN's µ"
 SWATCH = r"<span style='background:rgb\((\d+), (\d+), (\d+)\);[^>]*>&nbsp;</span>"
@@ -254,11 +253,13 @@ def test_change_maps_name_old_and_new_with_counts():
     at = clusters_app(size=128)
     at.sidebar.slider(key="cluster_confidence").set_value(0.4).run()  # a weak unary: many flips
     assert not at.exception
+    assert len([m for m in at.markdown if m.value.startswith("Old → new class")]) == 1  # "Up close": since t − 1
+    open_tab(at, "What the CRF changed")
     note = next(m.value for m in at.markdown if m.value.startswith("The CRF changed"))
     changed = int(re.match(r"The CRF changed (\d+) of", note).group(1))
     legends = [m.value for m in at.markdown if m.value.startswith("Old → new class")]
-    assert len(legends) == 2  # since t − 1, and since the unary
-    lines = legends[1].split("<br>")[1:]
+    assert len(legends) == 1  # since the unary
+    lines = legends[0].split("<br>")[1:]
     pairs = [re.fullmatch(SWATCH + r"(\d+) → " + SWATCH + r"(\d+): (\d+) px", line) for line in lines]
     total = sum(int(p.group(9)) for p in pairs if p)
     rest = [re.fullmatch(r"(\d+) other pair\(s\): (\d+) px", line) for line in lines if "other pair" in line]
@@ -282,6 +283,7 @@ def test_every_figure_has_a_caption_and_continuous_maps_a_colour_bar():
     assert any(c.startswith("Q_5(") and "colour bar below, the same for every t" in c for c in captions)
     assert any(c.startswith("Entropy of Q_5") for c in captions)
     assert sum(1 for img in images if not any(img.captions)) >= 2  # the two colour bars under the maps
+    open_tab(at, "Energy and KL")
     assert any("KL(Q_t ‖ P)" in c.value for c in at.caption)
 
 

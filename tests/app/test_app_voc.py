@@ -1,13 +1,13 @@
 """The VOC network as the app's default unary: class names in the legend, the unary check, what the CRF changed."""
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("streamlit", reason="the app extra is not installed (pip install -e .[app])")
+from apptest import APP, TIMEOUT, open_tab
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -17,8 +17,6 @@ from lab.explore.voc_view import class_names_for, flip_view, present_classes, re
 from lab.unary import voc_status, voc_unary
 from lab.viz.palette import PALETTE, VOC_PALETTE
 
-APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
-TIMEOUT = 180  # importing torch and mediapipe and the first lattice build take well over AppTest's 3 s default
 VOC_SOURCE = "PASCAL VOC network (21 classes)"
 CLUSTERS_SOURCE = "Colour clusters (built-in)"
 
@@ -62,6 +60,7 @@ def test_voc_is_the_default_source_and_the_legend_names_the_cat(chelsea):
 
 @needs_voc
 def test_the_change_table_and_the_flip_map_appear(chelsea):
+    open_tab(chelsea, "What the CRF changed")
     assert any("What the CRF changed" in s.value for s in chelsea.subheader)
     table = chelsea.dataframe[0].value
     assert {"class", "before", "after", "gained", "lost"} <= set(table.columns)
@@ -75,14 +74,20 @@ def test_the_change_table_and_the_flip_map_appear(chelsea):
 
 @needs_voc
 def test_temperature_changes_the_unary_and_the_check_flags_a_near_one_hot_one(chelsea):
-    assert any(e.label.startswith("Unary check") for e in chelsea.expander)
+    open_tab(chelsea, "What the CRF changed")
     before = chelsea.dataframe[0].value
+    open_tab(chelsea, "Unary check")
+    assert any(s.value == "Unary check: looks fine" for s in chelsea.subheader)
+    assert not any(w.value.startswith("The unary check found") for w in chelsea.warning)
     chelsea.sidebar.slider(key="voc_temperature").set_value(0.1).run()  # 10× sharper: near one-hot almost everywhere
     assert not chelsea.exception
     assert "T = 0.1" in chelsea.caption[0].value
-    assert any("problem(s) found" in e.label for e in chelsea.expander)
+    assert any(s.value.startswith("Unary check:") and "problem(s) found" in s.value for s in chelsea.subheader)
     assert any("near one-hot" in m.value and "temperature" in m.value for m in chelsea.markdown)
+    open_tab(chelsea, "Up close")  # its tab closed, the problem is still said above the tabs
+    assert any(w.value.startswith("The unary check found") and "near one-hot" in w.value for w in chelsea.warning)
     chelsea.sidebar.slider(key="voc_temperature").set_value(4.0).run()
+    open_tab(chelsea, "What the CRF changed")
     assert not chelsea.exception and not chelsea.error
     assert not chelsea.dataframe[0].value.equals(before)  # a softer unary: the CRF moves other pixels
 
@@ -92,6 +97,7 @@ def test_a_ground_truth_adds_iou_and_a_bad_one_is_refused(chelsea):
     photo = fit_image(sample_images(["chelsea"])["chelsea"], 128)  # the app's working image
     truth = voc_unary(photo)[0].argmax(1)[0].numpy()  # (85, 128): the unary's own argmax as the "truth"
     truth[:4] = 255  # a void band, as VOC draws object outlines
+    open_tab(chelsea, "What the CRF changed")
     chelsea.file_uploader(key="truth_upload").set_value(("gt.png", png_bytes(VOC_PALETTE[truth]), "image/png")).run()
     assert not chelsea.exception and not chelsea.error, [e.value for e in chelsea.error]
     shown = {m.label: m for m in chelsea.metric}

@@ -4,80 +4,26 @@ Never downloads a browser: it uses /usr/bin/chromium (Debian's package: `make se
 skips with the reason when that or the playwright package is missing. Screenshots go to artifacts/.
 """
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lab.explore import browser as web
+
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytest.importorskip("streamlit", reason="the app extra is not installed")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
-if not os.path.exists(CHROMIUM):
-    pytest.skip(
-        f"{CHROMIUM} not found (Debian's chromium package: run `make setup-browser` as root)", allow_module_level=True
-    )
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+if web.missing():
+    pytest.skip(web.missing(), allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ROOT / "app" / "streamlit_app.py"),
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        str(port),
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not answer its health check within 60 s")
+    with web.served() as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def metric(page, label):
@@ -96,7 +42,7 @@ def test_browser_upload_and_knob(server, tmp_path):
     path = tmp_path / "blocks.png"
     Image.fromarray(img).save(path)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = web.launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 2600})
         page.goto(server)
         page.get_by_text("Pixels changed vs unary").wait_for(timeout=180_000)
@@ -121,16 +67,9 @@ def test_browser_upload_and_knob(server, tmp_path):
         browser.close()
 
 
-IDLE = """() => {
-  const status = document.querySelector('[data-testid="stStatusWidget"]');
-  return !(status && /running/i.test(status.innerText)) && !document.querySelector('[data-testid="stSpinner"]');
-}"""
-
-
 def idle(page):
     """Wait until no script runs (Streamlit's status widget says "Running…" while one does) and no spinner is up."""
-    page.wait_for_function(IDLE, timeout=180_000)
-    page.wait_for_timeout(500)
+    web.wait_idle(page)
 
 
 def working_size(page):
@@ -155,7 +94,7 @@ def test_browser_inspector_scrubber_and_scribble(server, tmp_path):
     path = tmp_path / "halves.png"
     Image.fromarray(img).save(path)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = web.launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 3200})
         page.goto(server)
         page.get_by_text("Pixels changed vs unary").wait_for(timeout=180_000)
@@ -164,7 +103,9 @@ def test_browser_inspector_scrubber_and_scribble(server, tmp_path):
         sidebar.locator('input[type="file"]').first.set_input_files(str(path))
         page.get_by_text("halves.png: 64×48").wait_for(timeout=120_000)
         sidebar.get_by_text("Colour clusters (built-in)", exact=True).click()
-        page.get_by_text("Pixel inspector").wait_for(timeout=120_000)
+        idle(page)
+        page.get_by_role("tab", name="Pixel inspector").click()  # only the open tab's view is drawn
+        page.get_by_text("Pixel inspector: why does this pixel have its label?").wait_for(timeout=120_000)
         idle(page)
         w, h = working_size(page)
 
@@ -193,6 +134,8 @@ def test_browser_inspector_scrubber_and_scribble(server, tmp_path):
         page.screenshot(path=str(ARTIFACTS / "app_inspector.png"))
 
         # 2. drag the t scrubber from its end (t = T) to its start: the view shows t = 0 without a new run
+        page.get_by_role("tab", name="Up close").click()
+        page.get_by_text("Iteration 5 up close").wait_for(timeout=120_000)
         scrub = page.locator('input[type="range"][aria-label="Show iteration t"]')
         track = page.locator('[data-testid="stSlider"]', has_text="Show iteration t")
         track.scroll_into_view_if_needed()
@@ -226,4 +169,49 @@ def test_browser_inspector_scrubber_and_scribble(server, tmp_path):
         for r, g, b in class_colours(2).tolist():  # both stroked classes are on screen in their brush colours
             assert f"rgb({r}, {g}, {b})" in legend, legend
         page.screenshot(path=str(ARTIFACTS / "app_scribble.png"))
+        browser.close()
+
+
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll('img, canvas, iframe, table, [data-testid="stHorizontalBlock"]')]
+    .filter(e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.right > width + 1; })
+    .map(e => e.tagName + ' ' + Math.round(e.getBoundingClientRect().right));
+  return {scroll: document.documentElement.scrollWidth, width, wide};
+}"""
+
+
+def test_browser_laptop_and_phone_layouts(server):
+    """At 1280 × 800 the knobs and both result images are on the first screen; on a phone nothing is cut off."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = web.launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(server)
+        page.get_by_text("Pixels changed vs unary").wait_for(timeout=180_000)
+        idle(page)
+        for label in ("θα: bilateral spatial width (px)", "w spatial", "Iterations T"):  # the knobs, unscrolled
+            box = page.locator(f'input[aria-label="{label}"]').first.bounding_box()
+            assert box and box["y"] + box["height"] <= 800, (label, box)
+        for prefix in ("Unary argmax", "Q_5 argmax"):  # the two result images start on the first screen
+            figure = page.locator('[data-testid="stImage"]', has_text=prefix).first
+            box = figure.bounding_box()
+            assert box and box["y"] < 800, (prefix, box)
+        page.screenshot(path=str(ARTIFACTS / "app_laptop.png"))
+
+        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+        phone.goto(server)
+        phone.get_by_text("Pixels changed vs unary").wait_for(timeout=180_000)
+        idle(phone)
+        sizes = phone.evaluate(OVERFLOW)
+        assert sizes["scroll"] <= sizes["width"] + 1 and not sizes["wide"], sizes  # no sideways scrolling
+        figure = phone.locator('[data-testid="stImage"]', has_text="Q_5 argmax").first
+        box = figure.bounding_box()
+        assert box and 0 <= box["x"] and box["x"] + box["width"] <= 391 and box["width"] > 300, box  # full width
+        phone.get_by_role("tab", name="Pixel inspector").click()  # a wide view: it stacks, nothing cut off
+        phone.get_by_text("Pixel inspector: why does this pixel have its label?").wait_for(timeout=120_000)
+        idle(phone)
+        sizes = phone.evaluate(OVERFLOW)
+        assert sizes["scroll"] <= sizes["width"] + 1 and not sizes["wide"], sizes
+        phone.screenshot(path=str(ARTIFACTS / "app_phone.png"), full_page=True)
         browser.close()

@@ -46,6 +46,7 @@ def app():
     app_cache().clear()  # each test starts from an empty app cache (it is process-wide, like st.cache_resource)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
+    at.sidebar.selectbox(key="photo").set_value("astronaut").run()  # square: SIDE × SIDE at the working size
     at.sidebar.slider(key="work_size").set_value(SIDE).run()
     assert not at.exception, at.exception
     return at
