@@ -1,112 +1,209 @@
-"""How fast the app answers a knob change: the work behind one rerun, and the real script under AppTest.
+"""How fast the app answers in a real browser: one control moved → its image on screen changed.
 
-    python benchmarks/app_latency.py           # 0.25 MP (512 x 512), T = 5, L = 4 colour clusters
-    python benchmarks/app_latency.py --side 256
+    python benchmarks/app_latency.py                      # astronaut at 512 × 512 (0.25 MP), VOC unary
+    python benchmarks/app_latency.py --side 256 --unary clusters --repeat 5
 
-Part 1 times the plain functions one rerun calls (what the script does besides drawing widgets):
-first view (unary + lattice build + inference + KL + figures), a weight or T change (the lattices are
-cached: inference + KL + figures), and a θ change (rebuild + the rest). Part 2 drives the real
-app/streamlit_app.py with Streamlit's AppTest and times whole reruns after a knob change.
-Target: a knob change at 0.25 MP answers in under 1 s on the 2-core development machine.
+Serves app/streamlit_app.py headless on 127.0.0.1 (lab.explore.browser) and drives Debian's Chromium
+(/usr/bin/chromium, never a downloaded browser) with Playwright. The photo is astronaut (512 × 512: exactly
+0.25 MP at --side 512), the unary the VOC network (L = 21, the app's default) or colour clusters (L = 4).
+
+Per control it presses an arrow key on the focused widget (sliders move by their step, the inspector's x input
+by 1) and times from the key press until the script run it caused has finished (Streamlit's script_finished
+message on the page's websocket, which also says whether the run was the whole app or the results fragment)
+and the page is idle with its images loaded; it counts the bytes that answer brought (websocket frames and
+media fetched). With the "Up close" tab open (the default): w spatial and T (lattices cached), θα (lattice
+rebuilt), the t scrubber (no inference: the trace is kept), the label opacity (redraw only); then, with the
+"Pixel inspector" tab open (the heaviest view), its x input and w spatial again. Opening that tab is timed
+too. Prints a Markdown table (median and max per control) and exits with a message (status 2) when Chromium
+or the playwright package is missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
 import time
-from pathlib import Path
 
-import numpy as np
-from machine import describe
+from lab.explore import browser as web
 
-from lab.crf import CRFParams
-from lab.data import sample_images
-from lab.explore import build_kernels, fit_image, run_crf, to_tensor
-from lab.unary import coarse_colour_clusters
-from lab.viz import changed_mask, class_heatmap, entropy_map, kl_figure, overlay
-
-APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
-
-
-def ms(t0: float) -> float:
-    return 1e3 * (time.perf_counter() - t0)
-
-
-def views(image: np.ndarray, result, t: int) -> None:
-    """What the app draws for one iteration t."""
-    labels = result.labels
-    q = result.trace.history[t][0]
-    overlay(image, labels[0])
-    overlay(image, labels[t])
-    class_heatmap(q, 0)
-    entropy_map(q)
-    changed_mask(labels[max(t - 1, 0)], labels[t])
-    changed_mask(labels[0], labels[t])
-    kl_figure(result.trace.kl[0], current=t)
+RUN_KINDS = {"FINISHED_SUCCESSFULLY": "whole app", "FINISHED_FRAGMENT_RUN_SUCCESSFULLY": "results fragment"}
+UNARIES = {"voc": "PASCAL VOC network (21 classes)", "clusters": "Colour clusters (built-in)"}
+# (what, the widget's aria-label, the key pressed)
+KNOBS = (
+    ("w spatial (lattices cached)", "w spatial", "ArrowRight"),
+    ("iterations T (lattices cached)", "Iterations T", "ArrowLeft"),
+    ("θα (lattice rebuilt)", "θα: bilateral spatial width (px)", "ArrowRight"),
+    ("t scrubber (kept trace)", "Show iteration t", "ArrowLeft"),
+    ("label opacity (redraw)", "Label opacity over the photo", "ArrowRight"),
+)
+INSPECTOR = (
+    ("inspector x (its tab open)", "x (column)", "ArrowUp"),
+    ("w spatial (inspector tab open)", "w spatial", "ArrowRight"),
+)
 
 
-def functions(side: int, iterations: int, repeat: int) -> list[tuple[str, float]]:
-    image = fit_image(sample_images()["astronaut"], side)
-    rows = []
-    for what in ("first view", "weight change (lattices cached)", "θα change (rebuild)"):
-        times = []
-        for r in range(repeat):
-            t0 = time.perf_counter()
-            theta_alpha = 80.0 + (r if what.startswith("θ") else 0)
-            params = CRFParams(theta_alpha=theta_alpha, w_bilateral=5.0 + r, w_spatial=3.0)
-            if what == "first view":
-                unary, _ = coarse_colour_clusters(image, 4, 16, 0.6)
-            if what != "weight change (lattices cached)" or r == 0:
-                kernels, _ = build_kernels(to_tensor(image), params)
-            if what == "weight change (lattices cached)" and r == 0:
-                t0 = time.perf_counter()  # the first pass only fills the cache
-            result = run_crf(unary, to_tensor(image), params, iterations, kernels)
-            views(image, result, iterations)
-            if not (what == "weight change (lattices cached)" and r == 0):
-                times.append(ms(t0))
-        rows.append((what, float(np.median(times))))
-    return rows
+class Runs:
+    """The script runs the page sees end, read off Streamlit's websocket, and the bytes each answer brought.
+
+    Streamlit ends every script run with a ``script_finished`` ForwardMsg (a fragment run with its own status);
+    a key press has been answered once a run that started after it has finished and the page has drawn it.
+    """
+
+    def __init__(self, page):
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        self._msg = ForwardMsg
+        self.finished: list[tuple[float, str]] = []  # (perf_counter, status name) per run that ended
+        self.ws_bytes = 0  # frames received on the websocket
+        self.media_bytes = 0  # images and other media fetched over HTTP
+        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
+        page.on("response", self._response)
+
+    def _frame(self, payload) -> None:
+        data = payload if isinstance(payload, bytes) else payload.encode()
+        self.ws_bytes += len(data)
+        try:
+            msg = self._msg.FromString(data)
+        except Exception:  # not a ForwardMsg (a ping): nothing to record
+            return
+        if msg.WhichOneof("type") == "script_finished":
+            status = self._msg.ScriptFinishedStatus.Name(msg.script_finished)
+            self.finished.append((time.perf_counter(), status))
+
+    def _response(self, response) -> None:
+        if "/media/" in response.url:
+            try:
+                self.media_bytes += len(response.body())
+            except Exception:  # a response the browser dropped (a rerun replaced the image): not received
+                pass
+
+    def answered(self, page, since: int, timeout_ms: int) -> str:
+        """Wait for a run after the ``since``-th to finish (not one cut short by a newer run), the page to be idle
+        and its images loaded; returns the finished run's status."""
+        deadline = time.perf_counter() + timeout_ms / 1000
+        while True:
+            done = [s for _, s in self.finished[since:] if s != "FINISHED_EARLY_FOR_RERUN"]
+            if done:
+                break
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"no script run finished within {timeout_ms / 1000:g} s")
+            page.wait_for_timeout(10)
+        page.wait_for_function(
+            f"() => ({web.IDLE})() && [...document.images].every(i => i.complete)", timeout=timeout_ms
+        )
+        return done[-1]
 
 
-def app_reruns(side: int, repeat: int) -> list[tuple[str, float]]:
-    from streamlit.testing.v1 import AppTest
+def widget(page, label: str):
+    """The focusable input of the widget with this aria-label (sliders are react-aria range inputs)."""
+    return page.locator(f'input[aria-label="{label}"]').first
 
-    at = AppTest.from_file(str(APP), default_timeout=600)
+
+def time_control(page, runs: Runs, label: str, key: str, repeat: int, timeout_ms: int):
+    """``repeat`` presses of ``key`` on the widget: ms each (press → answered), KB each, and the runs' kinds."""
+    times, kbytes, kinds = [], [], set()
+    for r in range(repeat):
+        field = widget(page, label)
+        field.focus()
+        # alternate the direction so the control stays in its range
+        press = key if r % 2 == 0 else {"ArrowRight": "ArrowLeft", "ArrowLeft": "ArrowRight"}.get(key, "ArrowDown")
+        since, sent = len(runs.finished), runs.ws_bytes + runs.media_bytes
+        t0 = time.perf_counter()
+        field.press(press)
+        if label == "x (column)":
+            field.press("Enter")  # a number input commits on Enter (or blur)
+        kinds.add(runs.answered(page, since, timeout_ms))
+        times.append(1e3 * (time.perf_counter() - t0))
+        page.wait_for_timeout(300)  # late media requests of this answer are counted with it
+        kbytes.append((runs.ws_bytes + runs.media_bytes - sent) / 1024)
+        page.wait_for_timeout(200)
+    return times, kbytes, kinds
+
+
+def open_tab(page, runs: Runs, name: str, timeout_ms: int):
+    """Click the results tab ``name``; ms until its run finished and the page drew it, and the KB it brought."""
+    since, sent = len(runs.finished), runs.ws_bytes + runs.media_bytes
     t0 = time.perf_counter()
-    at.run()
-    first = ms(t0)
-    at.sidebar.slider(key="work_size").set_value(side).run()
-    rows = [("first run of the script (imports, photos, build, inference)", first)]
-    for key, values, label in (
-        ("w_bilateral", [6.0, 7.0, 8.0, 9.0], "w bilateral moved"),
-        ("iterations", [4, 6, 5, 7], "T moved"),
-        ("theta_alpha", [70.0, 75.0, 85.0, 90.0], "θα moved (lattice rebuilt)"),
-    ):
-        times = []
-        for v in values[:repeat]:
-            t0 = time.perf_counter()
-            at.sidebar.slider(key=key).set_value(v).run()
-            times.append(ms(t0))
-            assert not at.exception, at.exception
-        rows.append((label, float(np.median(times))))
-    return rows
+    page.get_by_role("tab", name=name).click()
+    kind = runs.answered(page, since, timeout_ms)
+    elapsed = 1e3 * (time.perf_counter() - t0)
+    page.wait_for_timeout(300)
+    return elapsed, (runs.ws_bytes + runs.media_bytes - sent) / 1024, kind
+
+
+def set_working_size(page, side: int) -> None:
+    """The working-size slider (steps of 32 px) moved to ``side`` with the keyboard, as a user would."""
+    size = widget(page, "Working size (longer side, px)")
+    size.focus()
+    size.press("Home")  # its minimum, 64
+    for _ in range((side - 64) // 32):
+        size.press("ArrowRight")
+    page.get_by_text(f"working at {side}").first.wait_for(timeout=300_000)
+    web.wait_idle(page, 300_000)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--side", type=int, default=512, help="working size (longer side) in pixels")
-    parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--no-app", action="store_true", help="skip the AppTest part")
+    parser.add_argument("--side", type=int, default=512, help="working size (longer side, px), a multiple of 32")
+    parser.add_argument("--unary", choices=list(UNARIES), default="voc", help="the unary source")
+    parser.add_argument("--repeat", type=int, default=5, help="key presses per control")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for one change")
     args = parser.parse_args()
-    print(f"# App latency, {time.strftime('%Y-%m-%d')}\n")
-    print(describe(f"image {args.side}x{args.side} (astronaut), T={args.iterations}, L=4") + "\n")
-    print("| what | ms (median) |\n|---|---|")
-    for what, t in functions(args.side, args.iterations, args.repeat):
-        print(f"| functions: {what} | {t:.0f} |")
-    if not args.no_app:
-        for what, t in app_reruns(args.side, args.repeat):
-            print(f"| app rerun: {what} | {t:.0f} |")
+    if args.side % 32 or not 64 <= args.side <= 1024:
+        parser.error("--side: expected a multiple of 32 in 64..1024 (the app's working-size slider)")
+    reason = web.missing()
+    if reason:
+        print(f"app_latency: cannot run: {reason}.", file=sys.stderr)
+        raise SystemExit(2)
+    from machine import describe
+    from playwright.sync_api import sync_playwright
+
+    timeout_ms = int(args.timeout * 1000)
+    rows = []
+    with web.served() as url, sync_playwright() as p:
+        browser = web.launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        runs = Runs(page)  # before the page opens its websocket
+        page.goto(url)
+        page.get_by_text("Pixels changed vs unary").wait_for(timeout=300_000)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        # the photo and the unary, set through the widgets like a user would
+        web.wait_idle(page, 300_000)
+        photo = sidebar.locator('input[aria-label="Bundled photo"]')  # react-aria's combobox
+        photo.scroll_into_view_if_needed()  # a click that scrolls the sidebar first does not open it
+        page.wait_for_timeout(300)
+        photo.click()
+        page.locator('[role="option"]', has_text="astronaut").first.click()
+        page.get_by_text("astronaut: 512×512").first.wait_for(timeout=300_000)
+        sidebar.get_by_text(UNARIES[args.unary], exact=True).click()
+        web.wait_idle(page, 300_000)
+        set_working_size(page, args.side)
+        for what, label, key in KNOBS:
+            rows.append((what, *time_control(page, runs, label, key, args.repeat, timeout_ms)))
+        ms, kb, kind = open_tab(page, runs, "Pixel inspector", timeout_ms)
+        rows.append(("open the inspector tab (click → drawn)", [ms], [kb], {kind}))
+        page.wait_for_timeout(2000)  # its click component's own reruns after it loads
+        web.wait_idle(page)
+        for what, label, key in INSPECTOR:
+            rows.append((what, *time_control(page, runs, label, key, args.repeat, timeout_ms)))
+        browser.close()
+    print(f"# App latency in Chromium, {time.strftime('%Y-%m-%d')}\n")
+    print(
+        describe(
+            f"astronaut at {args.side} × {args.side} ({args.side**2 / 1e6:.2f} MP), {args.unary} unary, T = 5, "
+            f"{args.repeat} presses per control, viewport 1280 × 800"
+        )
+        + "\n"
+    )
+    print("| control: key press → run finished, page drawn | median ms | max ms | KB to the browser | run |")
+    print("|---|---|---|---|---|")
+    for what, times, kbytes, kinds in rows:
+        print(f"{what}: " + ", ".join(f"{t:.0f}" for t in times) + " ms", file=sys.stderr)
+        kind = " + ".join(sorted(RUN_KINDS.get(k, k) for k in kinds))
+        print(
+            f"| {what} | {statistics.median(times):.0f} | {max(times):.0f} | {statistics.median(kbytes):.0f} | {kind} |"
+        )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from lab.crf import CRFKernels, CRFParams, MeanFieldTrace, mean_field
-from lab.explore.changes import ChangeReport, crf_changes, flip_map
+from lab.explore.changes import ChangeReport, crf_changes, flip_backs, flip_map
 from lab.explore.memory import (
     CACHE_BUDGET_BYTES,
     CACHE_BUDGET_ENV,
@@ -48,6 +48,7 @@ __all__ = [
     "check_num_labels",
     "crf_changes",
     "fit_image",
+    "flip_backs",
     "flip_map",
     "label_png",
     "params_from_json",

@@ -21,7 +21,7 @@ import torch
 from lab.train.metrics import confusion_matrix, iou_per_class, mean_iou
 from lab.unary.sources import MAX_LABELS
 
-__all__ = ["ERASED_FRACTION", "ERASED_MIN_PIXELS", "ChangeReport", "crf_changes", "flip_map"]
+__all__ = ["ERASED_FRACTION", "ERASED_MIN_PIXELS", "ChangeReport", "crf_changes", "flip_backs", "flip_map"]
 
 # A class is "erased" when the CRF took at least 80 % of its pixels: most of the object is gone, not just
 # its boundary (boundary erosion of a compact object of a few thousand pixels removes well under half).
@@ -289,3 +289,26 @@ def flip_map(
         raise ValueError(f"num_classes: expected at least {top} (the largest class id + 1), got {num_classes}")
     ids = torch.where(b == a, -1, b * num_classes + a)
     return ids.reshape(np.shape(before)).numpy()
+
+
+def flip_backs(labels: Sequence[object]) -> list[int]:
+    """Per iteration t ≥ 2, the pixels that flipped at t − 1 and flipped back at t: mean field's 2-cycle.
+
+    A pixel with labels (a, b, a) at (t − 2, t − 1, t), b ≠ a, is oscillating, not converging. Parallel mean
+    field can fall into such a cycle (a negative weight, a µ that rewards disagreement, a large weight): a
+    signal read off the arg-max maps alone, without the KL.
+
+    Args:
+        labels: the arg-max label maps of Q_0 … Q_T, each (H, W) or (B, H, W) class ids, all one shape.
+
+    Returns:
+        T − 1 counts, for t = 2 … T ([] when T < 2).
+
+    Example:
+        >>> flip_backs([np.array([[0, 0, 1]]), np.array([[1, 0, 1]]), np.array([[0, 0, 0]])])
+        [1]
+    """
+    maps = [_labels(m, f"labels[{t}]") for t, m in enumerate(labels)]
+    for t, m in enumerate(maps[1:], 1):
+        _same_shape(m, f"labels[{t}]", maps[0])
+    return [int(((maps[t] == maps[t - 2]) & (maps[t] != maps[t - 1])).sum()) for t in range(2, len(maps))]

@@ -148,3 +148,20 @@ def test_with_zero_iterations_the_step_and_grid_views_say_why_they_are_empty():
     assert any(i.value.startswith("T = 0: no iteration ran") for i in at.info)
     open_tab(at, "θα × θβ grid")
     assert any(i.value.startswith("T = 0: every panel would be the unary's argmax") for i in at.info)
+
+
+def test_an_oscillating_run_is_flagged_above_the_tabs_and_its_kl_rise_in_the_energy_tab():
+    at = clusters_app()
+    assert not any(w.value.startswith("Mean field is oscillating") for w in at.warning)  # the defaults converge
+    at.sidebar.slider(key="w_bilateral").set_value(-10.0).run()  # rewards disagreement: parallel updates cycle
+    at.sidebar.slider(key="iterations").set_value(8).run()
+    assert not at.exception
+    warned = [w.value for w in at.warning if w.value.startswith("Mean field is oscillating")]
+    assert warned, [w.value for w in at.warning]
+    flipped = int(re.search(r"oscillating: (\d+) pixels", warned[0]).group(1))
+    assert "flipped at t = 7 and flipped back at t = 8" in warned[0]
+    w, h = map(int, re.search(r"working at (\d+)×(\d+)", at.caption[0].value).groups())
+    back = int(next(m.value for m in at.metric if m.label == "Pixels changed vs t−1"))
+    assert 0.01 * w * h < flipped <= back  # a pixel that flipped back at t = 8 changed since t − 1
+    open_tab(at, "Energy and KL")
+    assert any(w.value.startswith("The KL rose at iteration(s)") for w in at.warning)

@@ -220,3 +220,19 @@ def test_flip_map_bad_inputs():
         flip_map(z, z, num_classes=2.0)
     with pytest.raises(ValueError, match="after: expected shape"):
         flip_map(z, z[None])
+
+
+def test_flip_backs_counts_the_two_cycle_of_parallel_mean_field():
+    from lab.explore import flip_backs
+
+    a, b = np.zeros((2, 3), np.int64), np.ones((2, 3), np.int64)
+    mixed = a.copy()
+    mixed[0, 0] = 1
+    assert flip_backs([a]) == [] and flip_backs([a, b]) == []
+    assert flip_backs([a, b, a, b]) == [6, 6]  # every pixel a → b → a → b
+    assert flip_backs([a, mixed, a, a]) == [1, 0]  # one pixel went and came back, then nothing moved
+    assert flip_backs([a, b, b]) == [0]  # a change that stays is not a cycle
+    with pytest.raises(ValueError, match=r"labels\[1\]"):
+        flip_backs([a, b[:1]])
+    with pytest.raises(TypeError, match=r"labels\[0\]"):
+        flip_backs([a.astype(float), b])
