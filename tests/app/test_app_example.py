@@ -30,7 +30,7 @@ def small_app(source=None):
     if source is not None:
         at.sidebar.radio(key="unary_source").set_value(source).run()
     assert not at.exception, at.exception
-    return open_tab(at, "What the CRF changed")  # the example button, the IoU and the flip legend are there
+    return open_tab(at, "What changed")  # the example button, the IoU and the flip legend are there
 
 
 SWATCH = r"<span style='background:rgb\(([\d, ]+)\);[^>]*>&nbsp;</span>"

@@ -47,7 +47,7 @@ def scene_with_prob_map(prob):
     at.sidebar.slider(key="work_size").set_value(64).run()
     at.sidebar.selectbox(key="photo").set_value("synthetic scene 1").run()
     at.sidebar.radio(key="unary_source").set_value("Probability map (.npy/.npz)").run()
-    open_tab(at, "What the CRF changed")  # the ground truth's uploader and the fit are there
+    open_tab(at, "What changed")  # the ground truth's uploader and the fit are there
     at.sidebar.file_uploader(key="prob_upload").set_value(("p.npy", npy_bytes(prob), "application/octet-stream"))
     return at
 

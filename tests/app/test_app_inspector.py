@@ -320,7 +320,7 @@ def test_the_canvas_is_offered_with_the_class_brushes():
 def test_a_b_compare_counts_the_pixels_that_differ():
     import re
 
-    at = start(view_tab="A/B compare")
+    at = start(view_tab="A/B")
     assert any(c.value.startswith("No B yet") for c in at.caption)
     at.button(key="keep_b").click().run()
     assert not at.exception

@@ -16,12 +16,12 @@ CLUSTERS_SOURCE = "Colour clusters (built-in)"
 # each tab and a heading (or, for the downloads, a button label) only its view draws
 TABS = {
     "Up close": "Iteration 5 up close",
-    "What the CRF changed": "What the CRF changed: unary argmax → Q_5 argmax",
+    "What changed": "What the CRF changed: unary argmax → Q_5 argmax",
     "Energy and KL": None,  # no heading: its KL caption
     "Pixel inspector": "Pixel inspector: why does this pixel have its label?",
     "Algorithm 1": "Algorithm 1, iteration 5, class",
     "θα × θβ grid": "θα × θβ: how far, and how alike",
-    "A/B compare": "A/B compare: two parameter sets on the same image and unary",
+    "A/B": "A/B compare: two parameter sets on the same image and unary",
     "Unary check": "Unary check: looks fine",
     "Download": None,
 }
@@ -99,12 +99,12 @@ def test_an_uploaded_ground_truth_survives_closing_its_tab():
     w, h = map(int, re.search(r"working at (\d+)×(\d+)", at.caption[0].value).groups())
     ids = np.zeros((h, w, 3), np.uint8)  # grey levels = class ids: the left half class 0, the right class 1
     ids[:, w // 2 :] = 1
-    open_tab(at, "What the CRF changed")
+    open_tab(at, "What changed")
     at.file_uploader(key="truth_upload").set_value(("ids.png", png(ids), "image/png")).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     miou = next(m.value for m in at.metric if m.label == "mIoU after the CRF")
     open_tab(at, "Up close")
-    open_tab(at, "What the CRF changed")
+    open_tab(at, "What changed")
     assert any(c.value == "Using the ground truth 'ids.png' uploaded earlier." for c in at.caption)
     assert next(m.value for m in at.metric if m.label == "mIoU after the CRF") == miou
     at.button(key="forget_truth").click().run()

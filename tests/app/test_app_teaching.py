@@ -254,7 +254,7 @@ def test_change_maps_name_old_and_new_with_counts():
     at.sidebar.slider(key="cluster_confidence").set_value(0.4).run()  # a weak unary: many flips
     assert not at.exception
     assert len([m for m in at.markdown if m.value.startswith("Old → new class")]) == 1  # "Up close": since t − 1
-    open_tab(at, "What the CRF changed")
+    open_tab(at, "What changed")
     note = next(m.value for m in at.markdown if m.value.startswith("The CRF changed"))
     changed = int(re.match(r"The CRF changed (\d+) of", note).group(1))
     legends = [m.value for m in at.markdown if m.value.startswith("Old → new class")]

@@ -60,7 +60,7 @@ def test_voc_is_the_default_source_and_the_legend_names_the_cat(chelsea):
 
 @needs_voc
 def test_the_change_table_and_the_flip_map_appear(chelsea):
-    open_tab(chelsea, "What the CRF changed")
+    open_tab(chelsea, "What changed")
     assert any("What the CRF changed" in s.value for s in chelsea.subheader)
     table = chelsea.dataframe[0].value
     assert {"class", "before", "after", "gained", "lost"} <= set(table.columns)
@@ -74,7 +74,7 @@ def test_the_change_table_and_the_flip_map_appear(chelsea):
 
 @needs_voc
 def test_temperature_changes_the_unary_and_the_check_flags_a_near_one_hot_one(chelsea):
-    open_tab(chelsea, "What the CRF changed")
+    open_tab(chelsea, "What changed")
     before = chelsea.dataframe[0].value
     open_tab(chelsea, "Unary check")
     assert any(s.value == "Unary check: looks fine" for s in chelsea.subheader)
@@ -87,7 +87,7 @@ def test_temperature_changes_the_unary_and_the_check_flags_a_near_one_hot_one(ch
     open_tab(chelsea, "Up close")  # its tab closed, the problem is still said above the tabs
     assert any(w.value.startswith("The unary check found") and "near one-hot" in w.value for w in chelsea.warning)
     chelsea.sidebar.slider(key="voc_temperature").set_value(4.0).run()
-    open_tab(chelsea, "What the CRF changed")
+    open_tab(chelsea, "What changed")
     assert not chelsea.exception and not chelsea.error
     assert not chelsea.dataframe[0].value.equals(before)  # a softer unary: the CRF moves other pixels
 
@@ -97,7 +97,7 @@ def test_a_ground_truth_adds_iou_and_a_bad_one_is_refused(chelsea):
     photo = fit_image(sample_images(["chelsea"])["chelsea"], 128)  # the app's working image
     truth = voc_unary(photo)[0].argmax(1)[0].numpy()  # (85, 128): the unary's own argmax as the "truth"
     truth[:4] = 255  # a void band, as VOC draws object outlines
-    open_tab(chelsea, "What the CRF changed")
+    open_tab(chelsea, "What changed")
     chelsea.file_uploader(key="truth_upload").set_value(("gt.png", png_bytes(VOC_PALETTE[truth]), "image/png")).run()
     assert not chelsea.exception and not chelsea.error, [e.value for e in chelsea.error]
     shown = {m.label: m for m in chelsea.metric}
