@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import io
+import weakref
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -274,10 +275,29 @@ def voc_unary_for(image_key, image: np.ndarray, temperature: float):
     return cached
 
 
+UNARY_KEYS: dict[int, tuple] = {}  # id of a unary tensor → (a weak reference to it, its content's key)
+
+
+def unary_key(unary: torch.Tensor) -> tuple:
+    """``array_key`` of a unary, hashed once per tensor object (≈ 20 ms at 512² × 21 labels).
+
+    The unaries come from the cache, the same object on every rerun, and nothing writes into them. Entries
+    go when their tensor does (a weak reference, checked, so a reused id never returns another's key).
+    """
+    kept = UNARY_KEYS.get(id(unary))
+    if kept is not None and kept[0]() is unary:
+        return kept[1]
+    for k in [k for k, (ref, _) in UNARY_KEYS.items() if ref() is None]:
+        del UNARY_KEYS[k]
+    key = array_key(unary.numpy())
+    UNARY_KEYS[id(unary)] = (weakref.ref(unary), key)
+    return key
+
+
 def unary_check(unary):
     """``unary_report`` of the unary (on a strided copy above ``REPORT_MAX_PIXELS``) and the stride, cached."""
     sample, stride = report_sample(unary)
-    key = ("unary_report", array_key(unary.numpy()), stride)
+    key = ("unary_report", unary_key(unary), stride)
     cached = CACHE.get(key)
     if cached is None:
         cached = CACHE.put(key, (unary_report(sample), stride))
@@ -438,7 +458,7 @@ def run_cached(image_key, image, unary, params: CRFParams, iterations: int, mess
         message_passing,
         backend,
     )
-    key = ("run", image_key, array_key(unary.numpy()), params_key(params), iterations, message_passing, backend)
+    key = ("run", image_key, unary_key(unary), params_key(params), iterations, message_passing, backend)
     result = CACHE.get((*key, steps))
     if result is None:
         with st.spinner("Running mean field…"):
@@ -601,14 +621,11 @@ def energy_view(views: dict, result, unary, image: np.ndarray, params: CRFParams
         f"{float(kl[t]):.4g}. Each iteration should lower it; a rise means oscillation (e.g. a negative weight "
         "or a µ that rewards disagreement)."
     )
-    kept_widget("show_energy", False)
-    if not keep(
-        "show_energy",
-        st.toggle(
-            "Split the energy: unary, pairwise and entropy per iteration (lab.crf.free_energy)",
-            key="show_energy",
-            help="Filters the run's every Q once more with the 11 × 11 window, whose self weight is known.",
-        ),
+    if not st.toggle(
+        "Split the energy: unary, pairwise and entropy per iteration (lab.crf.free_energy)",
+        key="show_energy",
+        help="Filters the run's every Q once more with the 11 × 11 window, whose self weight is known.",
+        persist_state="page",
     ):
         return
 
@@ -670,13 +687,15 @@ def pixel_inspector(views: dict, result, unary, image: np.ndarray, params: CRFPa
     labels = result.labels
     st.subheader("Pixel inspector: why does this pixel have its label?")
     for key, size in (("inspect_x", w), ("inspect_y", h)):
-        kept_widget(key, size // 2)
+        st.session_state.setdefault(key, size // 2)
         if st.session_state[key] >= size:  # a new image or size: keep the inputs inside it
             st.session_state[key] = size // 2
     pick, report_col = st.columns([2, 3])
     ix, iy = pick.columns(2)
-    x = keep("inspect_x", ix.number_input("x (column)", 0, w - 1, step=1, key="inspect_x", help="Or click the image."))
-    y = keep("inspect_y", iy.number_input("y (row)", 0, h - 1, step=1, key="inspect_y", help="Or click the image."))
+    x = ix.number_input(
+        "x (column)", 0, w - 1, step=1, key="inspect_x", help="Or click the image.", persist_state="page"
+    )
+    y = iy.number_input("y (row)", 0, h - 1, step=1, key="inspect_y", help="Or click the image.", persist_state="page")
     marked = memo(
         views, ("inspect_view", t, y, x), lambda: upscale_nearest(mark_pixel(label_image(labels[t], colours), y, x))
     )
@@ -751,19 +770,14 @@ def pixel_inspector(views: dict, result, unary, image: np.ndarray, params: CRFPa
 
 def impulse_view(views: dict, image: np.ndarray, params: CRFParams, y: int, x: int) -> None:
     """One bright pixel at (x, y) through the exact, window and lattice filters (lab.explore.impulse)."""
-    kept_widget("show_impulse", False)
-    if not keep(
-        "show_impulse",
-        st.toggle(
-            "Impulse response at this pixel: exact, window and lattice side by side",
-            key="show_impulse",
-            help="Filters an image that is 0 everywhere but 1 at the inspected pixel, with each message-passing "
-            "method.",
-        ),
+    if not st.toggle(
+        "Impulse response at this pixel: exact, window and lattice side by side",
+        key="show_impulse",
+        help="Filters an image that is 0 everywhere but 1 at the inspected pixel, with each message-passing method.",
+        persist_state="page",
     ):
         return
-    kept_widget("impulse_kernel", KERNEL_NAMES[0])
-    kernel = keep("impulse_kernel", st.radio("Kernel", list(KERNEL_NAMES), key="impulse_kernel", horizontal=True))
+    kernel = st.radio("Kernel", list(KERNEL_NAMES), key="impulse_kernel", horizontal=True, persist_state="page")
     responses = memo(
         views, ("impulse", y, x, kernel), lambda: impulse_responses(to_tensor(image), params, y, x, kernel)
     )
@@ -788,18 +802,16 @@ def impulse_view(views: dict, image: np.ndarray, params: CRFParams, y: int, x: i
 def algorithm_view(views: dict, result, unary, t: int, names, present, view_class: int) -> None:
     """Algorithm 1 at iteration t for one class (lab.viz.algorithm.step_figure), colour scales shared by every t."""
     classes = list(range(len(names)))
-    kept_widget("step_class", view_class)
+    st.session_state.setdefault("step_class", view_class)
     if st.session_state["step_class"] not in classes:
         st.session_state["step_class"] = view_class
-    label = keep(
-        "step_class",
-        st.selectbox(
-            "Class in Algorithm 1",
-            classes,
-            key="step_class",
-            format_func=lambda c: f"{c}: {names[c]}" + ("" if c in present else " (not in the argmax)"),
-            help="Every class has its own maps: Q of one class, the messages about it, its penalty.",
-        ),
+    label = st.selectbox(
+        "Class in Algorithm 1",
+        classes,
+        key="step_class",
+        format_func=lambda c: f"{c}: {names[c]}" + ("" if c in present else " (not in the argmax)"),
+        help="Every class has its own maps: Q of one class, the messages about it, its penalty.",
+        persist_state="page",
     )
     limits = memo(views, ("step_limits", label), lambda: step_limits(result.trace, unary, label))
     if t == 0:
@@ -866,23 +878,6 @@ OSCILLATING_MIN, OSCILLATING_SHARE = 10, 0.01
 def rerun_app() -> None:
     """From a results-fragment callback: the next run is the whole app (the knobs or the sources changed)."""
     st.session_state[RERUN_APP] = True
-
-
-def kept_widget(key: str, default):
-    """The widget ``key``'s value from before its tab was closed, else ``default``, put in Session State.
-
-    Streamlit forgets the state of a widget it does not draw, and a closed tab's widgets are not drawn; the
-    value the user chose is copied aside (:func:`keep`) and given back here, before the widget is drawn
-    (each such widget is drawn with ``key`` and no ``value``).
-    """
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.setdefault("kept_widgets", {}).get(key, default)
-
-
-def keep(key: str, value):
-    """Copy a tab's widget value aside (see :func:`kept_widget`); returns ``value``."""
-    st.session_state.setdefault("kept_widgets", {})[key] = value
-    return value
 
 
 def run_views(run: Shown) -> dict:
@@ -1027,14 +1022,16 @@ def up_close(run: Shown, views: dict, t: int, present: list[int], changed_prev: 
     q_t = run.result.trace.history[t][0]
     prev = labels[max(t - 1, 0)]
     st.subheader(f"Iteration {t} up close")
-    kept_widget("class_view", biggest_class(labels[t], present, num_labels))
+    st.session_state.setdefault("class_view", biggest_class(labels[t], present, num_labels))
     if st.session_state["class_view"] not in present:
         st.session_state["class_view"] = biggest_class(labels[t], present, num_labels)
-    view_class = keep(
-        "class_view",
-        st.selectbox(
-            "Class", present, key="class_view", format_func=lambda c: f"{c}: {names[c]}", help="Classes present only."
-        ),
+    view_class = st.selectbox(
+        "Class",
+        present,
+        key="class_view",
+        format_func=lambda c: f"{c}: {names[c]}",
+        help="Classes present only.",
+        persist_state="page",
     )
     c1, c2, c3 = st.columns(3)
     show_image(
@@ -1248,9 +1245,8 @@ def grid_values(value: float, spread: float, low: float, high: float) -> list[fl
 def theta_grid_view(run: Shown, views: dict, alpha: float) -> None:
     """Q_T's labels over a 3 × 3 grid of θα (across) and θβ (down) around the knobs, the rest as set."""
     st.subheader("θα × θβ: how far, and how alike")
-    kept_widget("grid_spread", next(iter(GRID_SPREADS)))
     spread = GRID_SPREADS[
-        keep("grid_spread", st.radio("Step between panels", list(GRID_SPREADS), key="grid_spread", horizontal=True))
+        st.radio("Step between panels", list(GRID_SPREADS), key="grid_spread", horizontal=True, persist_state="page")
     ]
     if run.iterations == 0:
         st.info("T = 0: every panel would be the unary's argmax. Raise 'Iterations T' in the sidebar.")

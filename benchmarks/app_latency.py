@@ -7,10 +7,11 @@ Serves app/streamlit_app.py headless on 127.0.0.1 (lab.explore.browser) and driv
 (/usr/bin/chromium, never a downloaded browser) with Playwright. The photo is astronaut (512 × 512: exactly
 0.25 MP at --side 512), the unary the VOC network (L = 21, the app's default) or colour clusters (L = 4).
 
-Per control it presses an arrow key on the focused widget (sliders move by their step, the inspector's x input
-by 1) and times from the key press until the script run it caused has finished (Streamlit's script_finished
-message on the page's websocket, which also says whether the run was the whole app or the results fragment)
-and the page is idle with its images loaded; it counts the bytes that answer brought (websocket frames and
+Per control it presses an arrow key on the focused widget, always the same way, so that every press asks for
+a value not seen before (sliders move by their step, the inspector's x input by 1), and times from the key
+press until the script run it caused has finished (Streamlit's script_finished message on the page's
+websocket, which also says whether the run was the whole app or the results fragment) and the page is idle
+with its images loaded; it counts the bytes that answer brought (websocket frames and
 media fetched). With the "Up close" tab open (the default): w spatial and T (lattices cached), θα (lattice
 rebuilt), the t scrubber (no inference: the trace is kept), the label opacity (redraw only); then, with the
 "Pixel inspector" tab open (the heaviest view), its x input and w spatial again. Opening that tab is timed
@@ -32,7 +33,7 @@ UNARIES = {"voc": "PASCAL VOC network (21 classes)", "clusters": "Colour cluster
 # (what, the widget's aria-label, the key pressed)
 KNOBS = (
     ("w spatial (lattices cached)", "w spatial", "ArrowRight"),
-    ("iterations T (lattices cached)", "Iterations T", "ArrowLeft"),
+    ("iterations T (lattices cached)", "Iterations T", "ArrowRight"),
     ("θα (lattice rebuilt)", "θα: bilateral spatial width (px)", "ArrowRight"),
     ("t scrubber (kept trace)", "Show iteration t", "ArrowLeft"),
     ("label opacity (redraw)", "Label opacity over the photo", "ArrowRight"),
@@ -103,11 +104,11 @@ def widget(page, label: str):
 def time_control(page, runs: Runs, label: str, key: str, repeat: int, timeout_ms: int):
     """``repeat`` presses of ``key`` on the widget: ms each (press → answered), KB each, and the runs' kinds."""
     times, kbytes, kinds = [], [], set()
-    for r in range(repeat):
+    for _ in range(repeat):
         field = widget(page, label)
         field.focus()
-        # alternate the direction so the control stays in its range
-        press = key if r % 2 == 0 else {"ArrowRight": "ArrowLeft", "ArrowLeft": "ArrowRight"}.get(key, "ArrowDown")
+        # always the same way: each press is a value not seen before (going back would be a cached run)
+        press = key
         since, sent = len(runs.finished), runs.ws_bytes + runs.media_bytes
         t0 = time.perf_counter()
         field.press(press)
@@ -191,15 +192,16 @@ def main() -> None:
     print(f"# App latency in Chromium, {time.strftime('%Y-%m-%d')}\n")
     print(
         describe(
-            f"astronaut at {args.side} × {args.side} ({args.side**2 / 1e6:.2f} MP), {args.unary} unary, T = 5, "
-            f"{args.repeat} presses per control, viewport 1280 × 800"
+            f"astronaut at {args.side} × {args.side} ({args.side**2 / 1e6:.2f} MP), {args.unary} unary, T = 5 "
+            f"(then 6, 7, …), {args.repeat} presses per control, viewport 1280 × 800"
         )
         + "\n"
     )
+    for what, times, _, _ in rows:
+        print(f"{what}: " + ", ".join(f"{t:.0f}" for t in times) + " ms", file=sys.stderr)
     print("| control: key press → run finished, page drawn | median ms | max ms | KB to the browser | run |")
     print("|---|---|---|---|---|")
     for what, times, kbytes, kinds in rows:
-        print(f"{what}: " + ", ".join(f"{t:.0f}" for t in times) + " ms", file=sys.stderr)
         kind = " + ".join(sorted(RUN_KINDS.get(k, k) for k in kinds))
         print(
             f"| {what} | {statistics.median(times):.0f} | {max(times):.0f} | {statistics.median(kbytes):.0f} | {kind} |"

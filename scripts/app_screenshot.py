@@ -4,8 +4,9 @@
     python scripts/app_screenshot.py --out /tmp/app.png --width 1400 --height 900
 
 The app as a new user first sees it (the bundled cat photo, the VOC network's unary, the default knobs), once
-the page is idle and its images are loaded, in a 1280 px wide window tall enough to show the tabs of views. Uses lab.explore.browser (Debian's
-/usr/bin/chromium through Playwright; exits with status 2 saying why when either is missing).
+the page is idle and its images are loaded, in a 1280 px wide window tall enough to show the tabs of views.
+Uses lab.explore.browser (Debian's /usr/bin/chromium through Playwright; exits with status 2 saying why when
+either is missing).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
+    """Serve the app, wait for its first view, and photograph it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "app.png", help="where the PNG goes")
     parser.add_argument("--width", type=int, default=1280, help="window width (px)")

@@ -4,8 +4,10 @@ For a pixel i of a finished run, :func:`inspect_pixel` gathers what Algorithm 1 
 iteration: its unary U_i, Q_t(i) for t = 0..T, the message each kernel sent it per class
 (Q̃(m)_i = Σ_j k(m)(f_i, f_j) Q_{t−1, j}, normalised as the run was), the weighted sum Q̌_i, the compatibility
 penalty Q̂_i = µ Q̌_i and the scores U_i − Q̂_i whose softmax is Q_t(i). The messages come from the run's own
-kernels (the lattice, the window or the exact filter, whichever it used), all iterations filtered together,
-so the per-pixel numbers are the run's, not a re-derivation: their softmax reproduces the run's Q_t(i).
+kernels (the lattice, the window or the exact filter, whichever it used), so the per-pixel numbers are the
+run's, not a re-derivation: their softmax reproduces the run's Q_t(i). On the lattice, the filtering is linear,
+so pixel i's messages are one row of it: that row (post_i · (Kᵀ e_i) ⊙ pre, one filtering of a single channel by
+the adjoint) dotted with every Q_{t−1}, instead of filtering all T·L channels of the run for one pixel.
 
 It also gives each kernel's footprint around i: the exact Gaussian row k(m)(f_i, f_j) = exp(−½ |f_i − f_j|²)
 over every pixel j (1 at i itself), from the same features the lattice filters. Drawn on the image, it shows
@@ -24,6 +26,8 @@ from lab.crf.kernels import kernel_features
 from lab.crf.mean_field import MeanFieldTrace
 from lab.crf.params import CRFParams
 from lab.crf.steps import compatibility_transform, weighting
+from lab.lattice.lattice import PermutohedralLattice
+from lab.lattice.normalize import scales
 
 __all__ = ["KERNEL_NAMES", "PixelReport", "check_image_pixel", "inspect_pixel", "kernel_footprints"]
 
@@ -154,6 +158,34 @@ def kernel_footprints(image: torch.Tensor, params: CRFParams, y: int, x: int) ->
     return np.stack(rows)
 
 
+def lattice_row(lattice: PermutohedralLattice, point: int, normalize: str) -> torch.Tensor:
+    """(M,) weights w with ``lattice.filter_points(x, normalize)[point] == w @ x`` for every x (to rounding).
+
+    The filter is post ⊙ K (pre ⊙ x) (:func:`lab.lattice.normalize.scales`); its row ``point`` is
+    post_point · K[point, :] ⊙ pre, and K[point, :] = (Kᵀ e_point)ᵀ: one filtering of a single channel by the
+    lattice's adjoint.
+    """
+    e = torch.zeros(lattice.num_points, 1, dtype=torch.float32)
+    e[point] = 1.0
+    row = lattice.apply_kernel(e, transpose=True)  # (M, 1): K[point, j] at j
+    k1 = lattice.normalizer(torch.float32) if normalize != "none" else torch.ones_like(row)
+    pre, post = scales(k1, normalize, lattice.structure.kernel_scale)
+    return (post[point] * row * pre)[:, 0]
+
+
+def _pixel_messages(kernels, maps, pixel: int) -> torch.Tensor:
+    """(T, K, L) float64: each kernel's message at ``pixel`` from each map Q_{t−1} (1, L, H, W) of ``maps``."""
+    points = [kernels.to_points(q[:1]) for q in maps]  # (M, L) each, views
+    if kernels.message_passing == "lattice" and not kernels.requires_grad:
+        rows = [lattice_row(f, pixel, kernels.normalize).to(points[0].dtype) for f in kernels.filters]
+        return torch.stack([torch.stack([p.T @ r for r in rows]) for p in points]).to(torch.float64)
+    # the exact and window filters (small images): every map side by side along the labels, one filtering
+    num_labels = points[0].shape[1]
+    filtered = kernels.filter(torch.cat(points, 1).contiguous())
+    per_kernel = [m[pixel].to(torch.float64).reshape(len(maps), num_labels) for m in filtered]
+    return torch.stack(per_kernel, 1)
+
+
 def inspect_pixel(
     trace: MeanFieldTrace, unary: torch.Tensor, image: torch.Tensor, params: CRFParams, y: int, x: int
 ) -> PixelReport:
@@ -196,12 +228,8 @@ def inspect_pixel(
         u = unary[0, :, y, x].detach().to(torch.float64)
         q = torch.stack([h[0, :, y, x].detach().to(torch.float64) for h in trace.history])
         if iterations:
-            # every Q_{t−1} side by side along the label axis: one filtering for the whole run
-            stacked = torch.cat([h[:1] for h in trace.history[:-1]], 1)  # (1, T·L, H, W)
-            filtered = kernels.filter(kernels.to_points(stacked.to(kernels.to_points(q0).dtype)))
             pixel = y * width + x  # point layout: row-major over (H, W) for batch element 0
-            per_kernel = [m[pixel].to(torch.float64).reshape(iterations, num_labels) for m in filtered]
-            messages = torch.stack(per_kernel, 1)  # (T, 2, L)
+            messages = _pixel_messages(kernels, trace.history[:-1], pixel)  # (T, 2, L)
             weighted = weighting(list(messages.unbind(1)), weights)
             penalty = compatibility_transform(weighted, compat)
         else:

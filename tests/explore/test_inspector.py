@@ -117,3 +117,30 @@ def test_refusals_name_the_argument():
     report = inspect_pixel(trace, unary, image, params, 0, 0)
     with pytest.raises(ValueError, match=r"^q_prev"):
         report.votes(0, np.zeros((L, 2, 2)))
+
+
+@pytest.mark.parametrize("normalize", ["after", "symmetric", "none"])
+def test_lattice_messages_are_one_row_of_the_runs_own_filtering(normalize):
+    """On the lattice the inspector reads pixel i's row of the filter (its adjoint applied to e_i); the messages
+    are what filtering every pixel of each Q_{t−1} gives at i."""
+    from lab.explore import build_kernels
+    from lab.explore.inspector import lattice_row
+
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 3, 24, 31, generator=g) * 255
+    unary = torch.randn(1, 4, 24, 31, generator=g)
+    params = CRFParams(theta_alpha=6.0, theta_beta=20.0, theta_gamma=2.0, normalize=normalize)
+    kernels, _ = build_kernels(image, params)
+    trace = mean_field(unary, image, params, iterations=3, keep="q", kernels=kernels)
+    y, x = 17, 5
+    report = inspect_pixel(trace, unary, image, params, y, x)
+    for t in range(3):
+        points = kernels.to_points(trace.history[t]).contiguous()
+        for m, f in enumerate(kernels.filters):
+            full = f.filter_points(points, normalize)[y * 31 + x].double().numpy()  # every pixel filtered
+            np.testing.assert_allclose(report.messages[t, m], full, rtol=1e-5, atol=1e-6)
+    # the row is linear: it filters any values, not only Q
+    v = torch.randn(24 * 31, 2, generator=g)
+    row = lattice_row(kernels.filters[0], 40, normalize)
+    np.testing.assert_allclose((v.T @ row).numpy(), kernels.filters[0].filter_points(v, normalize)[40].numpy(),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
