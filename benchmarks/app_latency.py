@@ -25,6 +25,7 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from lab.explore import browser as web
 
@@ -150,6 +151,8 @@ def main() -> None:
     parser.add_argument("--unary", choices=list(UNARIES), default="voc", help="the unary source")
     parser.add_argument("--repeat", type=int, default=5, help="key presses per control")
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for one change")
+    parser.add_argument("--app", type=Path, default=web.APP, help="the script to serve (e.g. an earlier checkout's)")
+    parser.add_argument("--knobs-only", action="store_true", help="skip the inspector tab (an app without tabs)")
     args = parser.parse_args()
     if args.side % 32 or not 64 <= args.side <= 1024:
         parser.error("--side: expected a multiple of 32 in 64..1024 (the app's working-size slider)")
@@ -162,7 +165,7 @@ def main() -> None:
 
     timeout_ms = int(args.timeout * 1000)
     rows = []
-    with web.served() as url, sync_playwright() as p:
+    with web.served(args.app) as url, sync_playwright() as p:
         browser = web.launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         runs = Runs(page)  # before the page opens its websocket
@@ -182,18 +185,19 @@ def main() -> None:
         set_working_size(page, args.side)
         for what, label, key in KNOBS:
             rows.append((what, *time_control(page, runs, label, key, args.repeat, timeout_ms)))
-        ms, kb, kind = open_tab(page, runs, "Pixel inspector", timeout_ms)
-        rows.append(("open the inspector tab (click → drawn)", [ms], [kb], {kind}))
-        page.wait_for_timeout(2000)  # its click component's own reruns after it loads
-        web.wait_idle(page)
-        for what, label, key in INSPECTOR:
-            rows.append((what, *time_control(page, runs, label, key, args.repeat, timeout_ms)))
+        if not args.knobs_only:
+            ms, kb, kind = open_tab(page, runs, "Pixel inspector", timeout_ms)
+            rows.append(("open the inspector tab (click → drawn)", [ms], [kb], {kind}))
+            page.wait_for_timeout(2000)  # its click component's own reruns after it loads
+            web.wait_idle(page)
+            for what, label, key in INSPECTOR:
+                rows.append((what, *time_control(page, runs, label, key, args.repeat, timeout_ms)))
         browser.close()
     print(f"# App latency in Chromium, {time.strftime('%Y-%m-%d')}\n")
     print(
         describe(
             f"astronaut at {args.side} × {args.side} ({args.side**2 / 1e6:.2f} MP), {args.unary} unary, T = 5 "
-            f"(then 6, 7, …), {args.repeat} presses per control, viewport 1280 × 800"
+            f"(then 6, 7, …), {args.repeat} presses per control, viewport 1280 × 800, serving {args.app}"
         )
         + "\n"
     )
