@@ -299,7 +299,7 @@ def flip_backs(labels: Sequence[object]) -> list[int]:
     signal read off the arg-max maps alone, without the KL.
 
     Args:
-        labels: the arg-max label maps of Q_0 … Q_T, each (H, W) or (B, H, W) class ids, all one shape.
+        labels: the arg-max label maps of Q_0 … Q_T: integer arrays or tensors of one shape.
 
     Returns:
         T − 1 counts, for t = 2 … T ([] when T < 2).
@@ -308,7 +308,14 @@ def flip_backs(labels: Sequence[object]) -> list[int]:
         >>> flip_backs([np.array([[0, 0, 1]]), np.array([[1, 0, 1]]), np.array([[0, 0, 0]])])
         [1]
     """
-    maps = [_labels(m, f"labels[{t}]") for t, m in enumerate(labels)]
-    for t, m in enumerate(maps[1:], 1):
-        _same_shape(m, f"labels[{t}]", maps[0])
+    maps = []
+    for t, m in enumerate(labels):  # any integer ids: only equality is read, so no range check (the app calls
+        name = f"labels[{t}]"  # this on every rerun, on T + 1 maps)
+        m = m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else m
+        if not isinstance(m, np.ndarray) or not np.issubdtype(m.dtype, np.integer):
+            what = m.dtype if isinstance(m, np.ndarray) else type(m).__name__
+            raise TypeError(f"{name}: expected an integer array of class ids, got {what}")
+        if maps and m.shape != maps[0].shape:
+            raise ValueError(f"{name}: expected shape {maps[0].shape} like labels[0], got {m.shape}")
+        maps.append(m)
     return [int(((maps[t] == maps[t - 2]) & (maps[t] != maps[t - 1])).sum()) for t in range(2, len(maps))]

@@ -215,3 +215,30 @@ def test_browser_laptop_and_phone_layouts(server):
         assert sizes["scroll"] <= sizes["width"] + 1 and not sizes["wide"], sizes
         phone.screenshot(path=str(ARTIFACTS / "app_phone.png"), full_page=True)
         browser.close()
+
+
+def test_browser_a_results_button_that_moves_the_sources_reruns_the_whole_app(server):
+    """The example button sits in the results fragment but changes the sidebar's photo and unary: the app must
+    rerun as a whole (a fragment rerun alone would leave the old photo on screen)."""
+    from lab.explore.voc_view import voc_example_status
+    from lab.unary import voc_status
+
+    for ok, reason in (voc_example_status(), voc_status()):
+        if not ok:
+            pytest.skip(reason)
+    with sync_api.sync_playwright() as p:
+        browser = web.launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(server)
+        page.get_by_text("Pixels changed vs unary").wait_for(timeout=180_000)
+        idle(page)
+        page.get_by_role("tab", name="What changed").click()
+        button = page.get_by_role("button", name="Use the example photo with its ground truth")
+        button.wait_for(timeout=120_000)
+        idle(page)
+        button.click()
+        page.get_by_text("VOC example (ground truth): 500×375 px").first.wait_for(timeout=180_000)  # the title
+        page.locator('[data-testid="stMetric"]', has_text="mIoU after the CRF").wait_for(timeout=180_000)
+        photo = page.locator('[data-testid="stSidebar"] input[aria-label="Bundled photo"]')
+        assert photo.input_value() == "VOC example (ground truth)"  # the sidebar was drawn again
+        browser.close()
