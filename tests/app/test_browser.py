@@ -26,6 +26,15 @@ def server():
         yield url
 
 
+def opened(browser, url, width, height, **context):
+    """A new page of ``browser`` at ``url`` in a ``width`` × ``height`` window, once the first view is drawn."""
+    page = browser.new_page(viewport={"width": width, "height": height}, **context)
+    page.goto(url)
+    page.get_by_text("Pixels changed vs unary").wait_for(timeout=180_000)
+    idle(page)
+    return page
+
+
 def metric(page, label):
     box = page.locator('[data-testid="stMetric"]', has_text=label)
     return box.locator('[data-testid="stMetricValue"]').inner_text()
@@ -186,10 +195,7 @@ def test_browser_laptop_and_phone_layouts(server):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = web.launch(p)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.goto(server)
-        page.get_by_text("Pixels changed vs unary").wait_for(timeout=180_000)
-        idle(page)
+        page = opened(browser, server, 1280, 800)
         for label in ("θα: bilateral spatial width (px)", "w spatial", "Iterations T"):  # the knobs, unscrolled
             box = page.locator(f'input[aria-label="{label}"]').first.bounding_box()
             assert box and box["y"] + box["height"] <= 800, (label, box)
@@ -199,10 +205,7 @@ def test_browser_laptop_and_phone_layouts(server):
             assert box and box["y"] < 800, (prefix, box)
         page.screenshot(path=str(ARTIFACTS / "app_laptop.png"))
 
-        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-        phone.goto(server)
-        phone.get_by_text("Pixels changed vs unary").wait_for(timeout=180_000)
-        idle(phone)
+        phone = opened(browser, server, 390, 844, is_mobile=True, has_touch=True)
         sizes = phone.evaluate(OVERFLOW)
         assert sizes["scroll"] <= sizes["width"] + 1 and not sizes["wide"], sizes  # no sideways scrolling
         figure = phone.locator('[data-testid="stImage"]', has_text="Q_5 argmax").first
@@ -228,10 +231,7 @@ def test_browser_a_results_button_that_moves_the_sources_reruns_the_whole_app(se
             pytest.skip(reason)
     with sync_api.sync_playwright() as p:
         browser = web.launch(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.goto(server)
-        page.get_by_text("Pixels changed vs unary").wait_for(timeout=180_000)
-        idle(page)
+        page = opened(browser, server, 1400, 1600)
         page.get_by_role("tab", name="What changed").click()
         button = page.get_by_role("button", name="Use the example photo with its ground truth")
         button.wait_for(timeout=120_000)
