@@ -29,7 +29,7 @@ from lab.crf.steps import compatibility_transform, weighting
 from lab.lattice.lattice import PermutohedralLattice
 from lab.lattice.normalize import scales
 
-__all__ = ["KERNEL_NAMES", "PixelReport", "check_image_pixel", "inspect_pixel", "kernel_footprints"]
+__all__ = ["KERNEL_NAMES", "PixelReport", "check_image_pixel", "inspect_pixel", "kernel_footprints", "lattice_row"]
 
 KERNEL_NAMES = ("bilateral", "spatial")
 

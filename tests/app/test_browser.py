@@ -242,3 +242,32 @@ def test_browser_a_results_button_that_moves_the_sources_reruns_the_whole_app(se
         photo = page.locator('[data-testid="stSidebar"] input[aria-label="Bundled photo"]')
         assert photo.input_value() == "VOC example (ground truth)"  # the sidebar was drawn again
         browser.close()
+
+
+def test_browser_downloads_are_made_on_click_and_agree(server, tmp_path):
+    """The label map and Q_t are built when their buttons are pressed: the files arrive, Q_t is a distribution
+    per pixel at the working size, and its arg-max is the label map."""
+    import re
+
+    from PIL import Image
+
+    with sync_api.sync_playwright() as p:
+        browser = web.launch(p)
+        page = opened(browser, server, 1400, 1600)
+        w, h = working_size(page)
+        page.get_by_role("tab", name="Download").click()
+        files = {}
+        for label in ("Label map (PNG)", "Q_t (.npy)"):
+            button = page.get_by_role("button", name=label)
+            button.wait_for(timeout=120_000)
+            with page.expect_download(timeout=120_000) as download:
+                button.click()
+            files[label] = tmp_path / download.value.suggested_filename
+            download.value.save_as(files[label])
+        browser.close()
+    assert re.fullmatch(r"labels_t5\.png", files["Label map (PNG)"].name) and files["Q_t (.npy)"].name == "q_t5.npy"
+    labels = np.asarray(Image.open(files["Label map (PNG)"]))  # palette PNG: the pixel values are the class ids
+    q = np.load(files["Q_t (.npy)"])
+    assert labels.shape == (h, w) and q.shape[1:] == (h, w)
+    np.testing.assert_allclose(q.sum(0), 1.0, atol=1e-5)  # a distribution over the labels at every pixel
+    assert (q.argmax(0) == labels).mean() > 0.999  # ties aside, the map is Q_t's arg-max
