@@ -66,7 +66,8 @@ process writes every file and the record, which are the same as with one. Under 
 WORLD_SIZE set), each rank refines files[rank::world] of the sorted inputs into the same --out, writes its
 part of the record as summary.rank<k>.json and merges every part of the run into summary.json / .csv, so
 the last rank to end leaves the complete record; the inputs of a rank that wrote none are "not reached",
-naming it. No process group is needed: a failed rank stops nobody else.
+naming it. No process group is needed. torchrun ends every rank once one exits with an error, so a rank
+whose images partly failed waits for the other ranks to end before it exits with status 1.
 
 Example:
     crf-lab refine photos/ --out refined/                      # built-in colour-cluster unary

@@ -225,7 +225,7 @@ def _write_summary(summary: RunSummary, files: list[Path], shard=None, everythin
 
 def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitStack) -> int:
     """The run; summary.json / .csv are written whenever it got as far as reading images."""
-    from lab.cli.ranks import shard_from_env
+    from lab.cli.ranks import shard_from_env, under_agent, wait_for_peers
 
     summary = RunSummary(Path(args.out), getattr(args, "argv", None))
     files: list[Path] = []  # this rank's inputs
@@ -233,10 +233,16 @@ def _refine(args: argparse.Namespace, signals: Signals, stack: contextlib.ExitSt
     shard = None
     try:
         shard = shard_from_env()
-        return _refine_inputs(args, signals, stack, summary, files, shard, everything)
+        code = _refine_inputs(args, signals, stack, summary, files, shard, everything)
     finally:
         if summary.parameters:  # set once the options, inputs and --out are settled
             _write_summary(summary, files, shard, everything)
+    if code == 1 and summary.parameters and shard.world > 1 and under_agent():
+        try:  # torchrun's agent would stop the ranks still working as soon as this one exits with an error
+            wait_for_peers(summary.out, shard)
+        except Interrupted as exc:
+            return exc.exit_code
+    return code
 
 
 class _Tally:

@@ -3,8 +3,13 @@
 Each process reads its rank and the number of processes from ``RANK`` and ``WORLD_SIZE`` (set by torchrun,
 or by hand) and refines ``files[rank::world]`` of the inputs in sorted order (:func:`shard_files`), so every
 input is refined by exactly one rank whatever order the ranks start in. No process group is needed: the
-ranks never talk to each other, only through the output folder, so one rank that fails or is killed
-stops nobody else.
+ranks never talk to each other, only through the output folder.
+
+torchrun's agent ends every rank (SIGTERM) as soon as one exits with an error. So a rank whose own images
+partly failed, which exits with status 1, first waits until every other rank of the run has written its
+part (:func:`wait_for_peers`): a bad file on one rank never stops the others' work. A rank that is killed or
+stops on a usage error still ends the others; each of them records how far it got and names
+``--skip-existing`` to finish.
 
 The record: each rank writes its entries to ``summary.rank<k>.json`` when it ends (also after a failure,
 Ctrl-C or a full disk), then, holding an exclusive lock on ``.summary.lock`` in the output folder, merges
@@ -21,12 +26,22 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab.cli.args import UsageError
 
-__all__ = ["Shard", "part_name", "shard_files", "shard_from_env", "write_part_and_merge"]
+__all__ = [
+    "Shard",
+    "part_name",
+    "shard_files",
+    "shard_from_env",
+    "under_agent",
+    "wait_for_peers",
+    "write_part_and_merge",
+]
 
 LOCK_NAME = ".summary.lock"
 
@@ -157,3 +172,41 @@ def write_part_and_merge(summary, shard: Shard, everything: list[Path]) -> list[
             with contextlib.suppress(OSError):
                 fcntl.flock(lock, fcntl.LOCK_UN)
     return [part, *payloads]
+
+
+def under_agent(environ=None) -> bool:
+    """True when torchrun's agent started this process.
+
+    The agent sets ``TORCHELASTIC_MAX_RESTARTS``; a hand-set ``RANK`` / ``WORLD_SIZE`` does not.
+
+    Example:
+        >>> under_agent({"RANK": "0", "WORLD_SIZE": "2"})
+        False
+    """
+    environ = os.environ if environ is None else environ
+    return "TORCHELASTIC_MAX_RESTARTS" in environ
+
+
+def wait_for_peers(out: Path, shard: Shard, poll: float = 0.2) -> None:
+    """Return once every other rank of this run has written its part in ``out``.
+
+    Called by a rank about to exit with an error under torchrun, whose agent would otherwise end the ranks
+    still working. There is no time limit: a rank that dies ends this one too (the agent's SIGTERM), and a
+    signal stops the wait like any other (:class:`lab.cli.signals.Interrupted`).
+    """
+    others = [k for k in range(shard.world) if k != shard.rank]
+    announced = False
+    while True:
+        left = [k for k in others if _read_part(out / part_name(k), shard) is None]
+        if not left:
+            return
+        if not announced:
+            names = ", ".join(map(str, left))
+            print(
+                f"{shard.label}: waiting for rank{'s' if len(left) > 1 else ''} {names} to end before exiting "
+                "with status 1 (torchrun stops every rank once one exits with an error)",
+                file=sys.stderr,
+                flush=True,
+            )
+            announced = True
+        time.sleep(poll)

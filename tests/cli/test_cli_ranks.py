@@ -70,6 +70,8 @@ def _check_complete(doc, folder, out):
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not in this environment")
 def test_torchrun_two_processes(folder, tmp_path):
+    # rank 0 (broken.png, p1, p3) ends with a failure well before rank 1 (p0, p2 and a large p4) ends
+    Image.fromarray(synthetic_photo(600, 800, seed=4)).save(folder / "p4.png")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [str(TORCHRUN), "--nproc_per_node=2", "--standalone", "-m", "lab.cli", "refine", str(folder)]
@@ -77,6 +79,9 @@ def test_torchrun_two_processes(folder, tmp_path):
         [*cmd, "--out", str(out), "--iterations", "1"], capture_output=True, text=True, env=env, timeout=400
     )
     assert "rank 0/2:" in res.stderr and "rank 1/2:" in res.stderr, res.stderr
+    assert "interrupted" not in res.stderr, res.stderr  # torchrun stops every rank once one exits with an error
+    assert "rank 0/2: waiting for rank 1 to end" in res.stderr, res.stderr
+    assert res.returncode == 1, res.stderr  # broken.png failed
     doc = json.loads((out / "summary.json").read_text())
     _check_complete(doc, folder, out)
     parts = [json.loads((out / f"summary.rank{k}.json").read_text()) for k in (0, 1)]
@@ -103,3 +108,25 @@ def test_a_rank_that_never_ran_is_named_then_completed(folder, tmp_path):
     res = _by_rank(0, 2, folder, out, run="run-2")
     doc = json.loads((out / "summary.json").read_text())
     assert doc["ranks"]["missing"] == [1]
+
+
+def test_wait_for_peers_returns_once_every_other_part_of_this_run_is_there(tmp_path, capsys):
+    import threading
+
+    from lab.cli.ranks import part_name, under_agent, wait_for_peers
+
+    assert not under_agent({"RANK": "0", "WORLD_SIZE": "3"}) and under_agent({"TORCHELASTIC_MAX_RESTARTS": "0"})
+    shard = Shard(0, 3, "run-x")
+
+    def part(k, run="run-x"):
+        doc = {"images": [], "run_id": run, "world_size": 3}
+        (tmp_path / part_name(k)).write_text(json.dumps(doc))
+
+    part(1)
+    part(2, run="run-old")  # another run's part does not count
+    timer = threading.Timer(0.5, part, args=(2,))
+    timer.start()
+    wait_for_peers(tmp_path, shard, poll=0.05)
+    assert json.loads((tmp_path / part_name(2)).read_text())["run_id"] == "run-x"  # read before the timer is joined
+    timer.join()
+    assert "rank 0/3: waiting for rank 2 to end" in capsys.readouterr().err
