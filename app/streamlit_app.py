@@ -56,13 +56,15 @@ from lab.explore import (
     crf_changes,
     fit_image,
     flip_backs,
+    heap_limit,
     label_png,
+    on_worker,
     params_key,
     params_to_json,
     q_npy,
     run_crf,
     to_tensor,
-    trim_heap,
+    trim_heap_above,
 )
 from lab.explore.availability import load_uploaded_fcn, training_command, unavailable_backends
 from lab.explore.defaults import APP_WORKING_SIZE, DEFAULT_ITERATIONS, DEFAULT_PARAMS
@@ -195,10 +197,9 @@ def kernels_for(
             "Building the lattices (once per image and θ; the first build on a machine also compiles the CPU "
             "kernels, about 20 s)…"
         ):
-            cached = CACHE.put(
-                key, build_kernels(to_tensor(image), params, message_passing=message_passing, backend=backend)
-            )
-        trim_heap()  # the build's temporaries (≈ 1 GiB at 1 MP) go back before inference allocates
+            built = on_worker(build_kernels, to_tensor(image), params, message_passing=message_passing, backend=backend)
+            cached = CACHE.put(key, built)
+        trim_heap_above(heap_limit(CACHE.budget_bytes))  # the build's temporaries (≈ 1 GiB at 1 MP), over the limit
     return cached
 
 
@@ -462,7 +463,8 @@ def run_cached(image_key, image, unary, params: CRFParams, iterations: int, mess
     result = CACHE.get((*key, steps))
     if result is None:
         with st.spinner("Running mean field…"):
-            result = run_crf(unary, to_tensor(image), params, iterations, kernels, steps=steps)
+            # on one long-lived thread: the memory the last run freed is reused, not faulted in afresh (memory.py)
+            result = on_worker(run_crf, unary, to_tensor(image), params, iterations, kernels, steps=steps)
         result.build_ms = build_ms
         CACHE.put((*key, steps), result)
         CACHE.remeasure()  # the first run made the kernels' sparse operators: count them, evict to fit
@@ -605,7 +607,7 @@ def energy_figure(terms: dict[str, np.ndarray], kl: np.ndarray, t: int):
 def energy_view(views: dict, result, unary, image: np.ndarray, params: CRFParams, t: int) -> None:
     """The run's KL per iteration, a warning where it rises, and on request its split into energy terms."""
     with st.spinner("The KL of every Q_t (one more filtering of each)…"):
-        kl = memo(views, ("kl_values",), lambda: result.trace.kl[0].numpy())
+        kl = memo(views, ("kl_values",), lambda: on_worker(lambda: result.trace.kl[0].numpy()))
     kl_rises = rises(kl)
     if kl_rises:
         st.warning(
@@ -889,6 +891,16 @@ def run_views(run: Shown) -> dict:
     return kept[1]
 
 
+def unary_views(run: Shown) -> dict:
+    """The encoded images that depend on the unary alone (its arg-max at t = 0): kept while only the knobs move."""
+    key = (run.run_key[:3], array_key(run.colours))  # ("run", the image, the unary's content)
+    kept = st.session_state.get("unary_view_memo")
+    if kept is None or kept[0] != key:
+        kept = (key, {})
+        st.session_state["unary_view_memo"] = kept
+    return kept[1]
+
+
 def biggest_class(labels_t: np.ndarray, present: list[int], num_labels: int) -> int:
     """The class shown first: the largest one present that is not class 0 (the largest object, not background)."""
     counts = np.bincount(labels_t.ravel(), minlength=num_labels)
@@ -938,7 +950,7 @@ def results(run: Shown) -> None:
         left,
         lambda: label_image(labels[0], colours, image, alpha),
         "Unary argmax (t = 0): the class with the highest U at each pixel, before any message passing.",
-        views,
+        unary_views(run),  # the same image whatever the knobs: encoded once per unary and opacity
         ("argmax", 0, alpha),
     )
     show_image(
@@ -1789,4 +1801,5 @@ def main() -> None:
 try:
     main()
 finally:
-    trim_heap()  # what the rerun freed goes back to the OS instead of staying in glibc's arenas (lab.explore)
+    # what the rerun freed goes back to the OS only once RSS is over the limit; below it the next run reuses it
+    trim_heap_above(heap_limit(CACHE.budget_bytes))

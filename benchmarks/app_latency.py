@@ -104,7 +104,7 @@ def widget(page, label: str):
 
 def time_control(page, runs: Runs, label: str, key: str, repeat: int, timeout_ms: int):
     """``repeat`` presses of ``key`` on the widget: ms each (press → answered), KB each, and the runs' kinds."""
-    times, kbytes, kinds = [], [], set()
+    times, kbytes, kinds, finished = [], [], set(), []
     for _ in range(repeat):
         field = widget(page, label)
         field.focus()
@@ -117,10 +117,11 @@ def time_control(page, runs: Runs, label: str, key: str, repeat: int, timeout_ms
             field.press("Enter")  # a number input commits on Enter (or blur)
         kinds.add(runs.answered(page, since, timeout_ms))
         times.append(1e3 * (time.perf_counter() - t0))
+        finished.append(1e3 * (runs.finished[-1][0] - t0))
         page.wait_for_timeout(300)  # late media requests of this answer are counted with it
         kbytes.append((runs.ws_bytes + runs.media_bytes - sent) / 1024)
         page.wait_for_timeout(200)
-    return times, kbytes, kinds
+    return times, kbytes, kinds, finished
 
 
 def open_tab(page, runs: Runs, name: str, timeout_ms: int):
@@ -130,8 +131,9 @@ def open_tab(page, runs: Runs, name: str, timeout_ms: int):
     page.get_by_role("tab", name=name).click()
     kind = runs.answered(page, since, timeout_ms)
     elapsed = 1e3 * (time.perf_counter() - t0)
+    finished = 1e3 * (runs.finished[-1][0] - t0)
     page.wait_for_timeout(300)
-    return elapsed, (runs.ws_bytes + runs.media_bytes - sent) / 1024, kind
+    return elapsed, (runs.ws_bytes + runs.media_bytes - sent) / 1024, kind, finished
 
 
 def set_working_size(page, side: int) -> None:
@@ -154,6 +156,8 @@ def main() -> None:
     parser.add_argument("--app", type=Path, default=web.APP, help="the script to serve (e.g. an earlier checkout's)")
     parser.add_argument("--knobs-only", action="store_true", help="skip the inspector tab (an app without tabs)")
     args = parser.parse_args()
+    if not 1 <= args.repeat <= 9:  # the opacity starts at 0.5 in steps of 0.05: ten presses reach its end
+        parser.error("--repeat: expected 1..9 (each press must reach a value not seen before)")
     if args.side % 32 or not 64 <= args.side <= 1024:
         parser.error("--side: expected a multiple of 32 in 64..1024 (the app's working-size slider)")
     reason = web.missing()
@@ -186,8 +190,8 @@ def main() -> None:
         for what, label, key in KNOBS:
             rows.append((what, *time_control(page, runs, label, key, args.repeat, timeout_ms)))
         if not args.knobs_only:
-            ms, kb, kind = open_tab(page, runs, "Pixel inspector", timeout_ms)
-            rows.append(("open the inspector tab (click → drawn)", [ms], [kb], {kind}))
+            ms, kb, kind, end = open_tab(page, runs, "Pixel inspector", timeout_ms)
+            rows.append(("open the inspector tab (click → drawn)", [ms], [kb], {kind}, [end]))
             page.wait_for_timeout(2000)  # its click component's own reruns after it loads
             web.wait_idle(page)
             for what, label, key in INSPECTOR:
@@ -201,14 +205,18 @@ def main() -> None:
         )
         + "\n"
     )
-    for what, times, _, _ in rows:
+    for what, times, _, _, _ in rows:
         print(f"{what}: " + ", ".join(f"{t:.0f}" for t in times) + " ms", file=sys.stderr)
-    print("| control: key press → run finished, page drawn | median ms | max ms | KB to the browser | run |")
-    print("|---|---|---|---|---|")
-    for what, times, kbytes, kinds in rows:
+    print(
+        "| control: key press → run finished, page drawn | median ms | max ms | of which: until the run's end "
+        "reached the page | KB to the browser | run |"
+    )
+    print("|---|---|---|---|---|---|")
+    for what, times, kbytes, kinds, finished in rows:
         kind = " + ".join(sorted(RUN_KINDS.get(k, k) for k in kinds))
         print(
-            f"| {what} | {statistics.median(times):.0f} | {max(times):.0f} | {statistics.median(kbytes):.0f} | {kind} |"
+            f"| {what} | {statistics.median(times):.0f} | {max(times):.0f} | {statistics.median(finished):.0f} | "
+            f"{statistics.median(kbytes):.0f} | {kind} |"
         )
 
 

@@ -25,8 +25,12 @@ from lab.explore.memory import (
     app_cache,
     array_key,
     cache_budget,
+    heap_limit,
+    on_worker,
+    rss_bytes,
     tensor_nbytes,
     trim_heap,
+    trim_heap_above,
 )
 from lab.lattice.backend import BACKENDS, resolve_backend
 from lab.unary.sources import MAX_LABELS  # 256: a palette colour (and a uint8 label value) per class id
@@ -50,15 +54,19 @@ __all__ = [
     "fit_image",
     "flip_backs",
     "flip_map",
+    "heap_limit",
     "label_png",
+    "on_worker",
     "params_from_json",
     "params_key",
     "params_to_json",
     "q_npy",
+    "rss_bytes",
     "run_crf",
     "tensor_nbytes",
     "to_tensor",
     "trim_heap",
+    "trim_heap_above",
 ]
 
 

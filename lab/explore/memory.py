@@ -2,7 +2,8 @@
 
 Entries are measured (tensors, arrays and the sparse operators inside lattices and kernels, each storage
 counted once) and evicted least-recently-used when the budget is exceeded; :func:`trim_heap` hands glibc's
-retained pages back after a large build.
+retained pages back after a large build; :func:`on_worker` runs the big computations on one long-lived thread,
+so that what one rerun frees is what the next one reuses.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -27,8 +29,12 @@ __all__ = [
     "app_cache",
     "array_key",
     "cache_budget",
+    "heap_limit",
+    "on_worker",
+    "rss_bytes",
     "tensor_nbytes",
     "trim_heap",
+    "trim_heap_above",
 ]
 
 CACHE_BUDGET_BYTES = 3 * 2**29  # 1.5 GiB: what the app's cache (lattices, kernels, unaries) may hold
@@ -290,3 +296,78 @@ def trim_heap() -> bool:
         return False
     trim(0)
     return True
+
+
+_WORKER: ThreadPoolExecutor | None = None
+_WORKER_IDENT: list[int] = []  # the worker thread's ident, once it has started
+_WORKER_LOCK = threading.Lock()
+
+
+def _note_worker() -> None:
+    _WORKER_IDENT.append(threading.get_ident())
+
+
+def on_worker(fn: Callable, /, *args, **kwargs):
+    """``fn(*args, **kwargs)`` run on one long-lived thread of this process; its result, or its exception.
+
+    Streamlit runs every rerun of a script on a new thread, and glibc gives a new thread a malloc arena of its
+    own when the others are busy or new: the hundreds of MB one mean-field run frees (its buffers, an evicted
+    run's maps) then sit in an arena the next rerun's thread does not allocate from, and the next run takes
+    fresh pages from the kernel instead, faulting in every one. Measured in the served app at 512² × 21 labels,
+    T = 5 (2-core development machine): 50–80 thousand page faults and 0.45–0.6 s of system time per run,
+    0.43–0.6 s a run on a fresh thread each time against 0.15 s on one thread (``benchmarks/app_latency.py``,
+    ``benchmarks/RESULTS.md``). The app therefore runs inference and lattice builds through this function.
+
+    Calls from several threads run one at a time, in the order they came (the CPU path runs one inference at a
+    time anyway); a call from the worker thread itself runs at once, so nesting cannot deadlock.
+
+    Example:
+        >>> on_worker(sum, [1, 2, 3])
+        6
+    """
+    global _WORKER
+    if threading.get_ident() in _WORKER_IDENT:
+        return fn(*args, **kwargs)
+    with _WORKER_LOCK:
+        if _WORKER is None:
+            _WORKER = ThreadPoolExecutor(1, thread_name_prefix="lab-compute", initializer=_note_worker)
+        worker = _WORKER
+    return worker.submit(fn, *args, **kwargs).result()
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size in bytes (Linux's ``/proc/self/statm``), or None where there is none."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@functools.cache
+def _first_rss() -> int:
+    return rss_bytes() or 0
+
+
+def heap_limit(budget: int | None = None) -> int:
+    """The RSS above which the app hands freed memory back: the RSS when first asked + the budget + half of it.
+
+    Below it, memory a rerun freed stays with the allocator and the next run reuses it, instead of faulting in
+    fresh pages: the app's server spent 0.25–0.6 s of system time per mean-field run at 512² × 21 labels doing
+    that when it trimmed after every rerun (``benchmarks/RESULTS.md``). The first call fixes the baseline; the
+    app first asks at the end of its first rerun (or after its first lattice build), once its libraries and
+    models are loaded.
+
+    Args:
+        budget: the cache's budget in bytes (default :func:`cache_budget`).
+    """
+    budget = cache_budget() if budget is None else budget
+    return _first_rss() + budget + budget // 2
+
+
+def trim_heap_above(limit: int) -> bool:
+    """:func:`trim_heap` when this process's RSS exceeds ``limit`` bytes (or cannot be read); whether it trimmed."""
+    rss = rss_bytes()
+    if rss is not None and rss <= limit:
+        return False
+    return trim_heap()

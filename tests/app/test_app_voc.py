@@ -175,6 +175,11 @@ def test_truth_from_image_reads_palette_colours_or_grey_ids_and_refuses_others()
 
 def test_present_classes_and_names():
     assert present_classes(torch.tensor([[0, 8]]), np.array([[15]])) == [0, 8, 15]
+    rng = np.random.default_rng(0)
+    maps = [rng.choice([2, 5, 19], (40, 30)).astype(dt) for dt in (np.int64, np.uint8, np.int32)]
+    assert present_classes(*maps) == [2, 5, 19] == sorted(set(np.unique(np.concatenate([m.ravel() for m in maps]))))
+    assert present_classes(np.array([[-1, 3]]), np.array([[3.0, 70000.0]])) == [-1, 3, 70000]  # no bincount there
+    assert present_classes(np.zeros((0, 4), np.int64)) == []
     assert class_names_for(21, None)[8] == "8"
 
 

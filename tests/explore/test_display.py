@@ -52,6 +52,24 @@ def test_png_is_lossless_even_for_a_two_colour_mask_after_upscaling():
         png_bytes(np.zeros((2, 2)))
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (6, 9, 3), (4, 3, 4), (1, 40, 3), (33, 1, 3)])
+def test_png_bytes_decode_to_the_same_pixels_with_pillow(shape):
+    rng = np.random.default_rng(sum(shape))
+    img = rng.integers(0, 256, shape, dtype=np.uint8)
+    img.flat[::7] = 255  # neighbours whose difference wraps below 0 and above 255
+    img.flat[1::7] = 0
+    for level in (0, 1, 9):
+        decoded = Image.open(io.BytesIO(png_bytes(img, level)))
+        decoded.load()  # a corrupt stream (CRC, deflate, filter bytes) fails here
+        assert decoded.mode == ("L" if img.ndim == 2 else {3: "RGB", 4: "RGBA"}[img.shape[2]])
+        assert np.array_equal(np.asarray(decoded), img)
+    photo = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="compress_level"):
+        png_bytes(photo, 10)
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, 3\) uint8"):
+        png_bytes(np.zeros((2, 2, 2), np.uint8))
+
+
 def test_opaque_label_images_use_only_the_colours_of_the_classes_present():
     rng = np.random.default_rng(1)
     labels = rng.choice([1, 4, 6], size=(20, 30))  # an oscillating argmax can be anything: still 3 classes

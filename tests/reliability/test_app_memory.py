@@ -194,17 +194,55 @@ def test_a_rerun_leaves_no_tensors_to_the_cyclic_collector():
     assert not cyclic, f"{len(cyclic)} tensors in cyclic garbage, {tensor_nbytes(cyclic) / MiB:.1f} MiB"
 
 
-def test_each_rerun_trims_the_heap(monkeypatch):
+def test_each_rerun_trims_the_heap_once_rss_is_over_the_limit(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     import lab.explore
 
-    calls = []
-    monkeypatch.setattr(lab.explore, "trim_heap", lambda: calls.append(1) or True)  # the script imports it per run
+    limits = []
+    monkeypatch.setattr(lab.explore, "trim_heap_above", lambda limit: limits.append(limit) or False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     at.sidebar.slider(key="work_size").set_value(64).run()
-    assert not at.exception and len(calls) == 2
+    assert not at.exception and len(limits) >= 2  # each rerun (and each lattice build) asks
+    budget = lab.explore.app_cache().budget_bytes
+    assert set(limits) == {lab.explore.heap_limit(budget)}
+    assert limits[0] >= budget + budget // 2  # the process's own memory on top of the cache's budget and half
+
+
+def test_trim_heap_above_trims_only_over_the_limit(monkeypatch):
+    from lab.explore import memory
+
+    trims = []
+    monkeypatch.setattr(memory, "trim_heap", lambda: trims.append(1) or True)
+    now = memory.rss_bytes()
+    assert now is not None and now > 0  # Linux: /proc/self/statm
+    assert abs(now - rss()) < 64 * MiB  # the same figure as /proc/self/status's VmRSS
+    assert not memory.trim_heap_above(now + 256 * MiB) and not trims
+    assert memory.trim_heap_above(now // 2) and trims == [1]
+    monkeypatch.setattr(memory, "rss_bytes", lambda: None)  # no RSS to read: trim, as before the limit existed
+    assert memory.trim_heap_above(10**15) and trims == [1, 1]
+
+
+def test_on_worker_runs_on_one_thread_and_passes_results_and_errors_back():
+    import threading
+
+    from lab.explore import on_worker
+
+    seen = set()
+
+    def where(x):
+        seen.add(threading.get_ident())
+        return x * 2
+
+    callers = [threading.Thread(target=lambda i=i: on_worker(where, i)) for i in range(6)]
+    for c in callers:
+        c.start()
+        c.join()
+    assert on_worker(where, 21) == 42 and len(seen) == 1 and threading.get_ident() not in seen
+    with pytest.raises(ZeroDivisionError):
+        on_worker(lambda: 1 / 0)
+    assert on_worker(lambda: on_worker(where, 3)) == 6  # a call from the worker runs at once, no deadlock
 
 
 def test_rss_stays_bounded_while_theta_changes():
