@@ -72,9 +72,17 @@ def entropy_map(q: np.ndarray | torch.Tensor) -> np.ndarray:
         True
     """
     q = _np(q)
-    q = q.astype(np.float32 if q.dtype == np.float32 else np.float64)  # float32 terms: half the time, same 1e-7
-    terms = q * np.log(np.clip(q, 1e-20, 1))
-    return -terms.sum(0, dtype=np.float64)
+    dtype = np.float32 if q.dtype == np.float32 else np.float64  # float32 terms: half the time, same 1e-7
+    if q.ndim < 1:
+        raise ValueError(f"q: expected (L, ...) probabilities, got shape {q.shape}")
+    total = np.zeros(q.shape[1:], np.float64)
+    term = np.empty(q.shape[1:], dtype)
+    for plane in q:  # one class at a time: two (H, W) buffers, not three of (L, H, W)
+        np.clip(plane, 1e-20, 1, out=term)
+        np.log(term, out=term)
+        term *= plane
+        total -= term
+    return total
 
 
 def changed_mask(before: np.ndarray, after: np.ndarray) -> np.ndarray:

@@ -25,6 +25,21 @@ def test_entropy_and_heatmap():
         class_heatmap(q, 5)
 
 
+def test_entropy_map_is_the_shannon_entropy_of_each_pixel():
+    from scipy.stats import entropy
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        q = rng.dirichlet(np.full(21, 0.3), size=(30, 20)).transpose(2, 0, 1).astype(dtype)
+        q[:, 0, 0] = 0
+        q[3, 0, 0] = 1  # one-hot: 0 log 0 counts as 0
+        want = entropy(q.astype(np.float64), axis=0)
+        got = entropy_map(q)
+        assert got.dtype == np.float64 and got.shape == (30, 20)
+        assert np.allclose(got, want, atol=1e-6 if dtype == np.float32 else 1e-12)
+    assert np.allclose(entropy_map(np.full((4, 2, 3), 0.25, np.float32)), np.log(4))
+
+
 def test_changed_mask_and_kl_figure():
     assert changed_mask(np.array([1, 2]), np.array([1, 3])).tolist() == [False, True]
     fig = kl_figure(np.array([3.0, 2.0, 1.5]), current=1)
