@@ -188,7 +188,8 @@ class CPUMeanField:
             history: where Q_0 … Q_T, each (M, L), are appended, or None.
 
         Returns:
-            (logits U − Q̂, Q) of the last iteration, each (M, L) float32: views of the padded rows.
+            (logits U − Q̂, Q) of the last iteration, each (M, L) float32: views of the padded rows (Q: the
+            history's last map, when a history is kept).
         """
         shape = (self.num_points, self.num_labels)
         if tuple(unary.shape) != shape:
@@ -230,7 +231,8 @@ class CPUMeanField:
                     update(*operands, self.mu_t, self.potts, qp, logits if last or not self.potts else qp)
                 if history is not None:
                     history.append(q_t[:, cut].clone())
-        return logits_t[:, cut], q_t[:, cut]
+        # Q_T is the history's last map where one is kept: the padded buffer then goes, and the next run reuses it
+        return logits_t[:, cut], (history[-1] if history else q_t[:, cut])
 
 
 def warm_up(label_counts: Sequence[int] = (2, 21)) -> None:
