@@ -260,6 +260,7 @@ def test_browser_downloads_are_made_on_click_and_agree(server, tmp_path):
         for label in ("Label map (PNG)", "Q_t (.npy)"):
             button = page.get_by_role("button", name=label)
             button.wait_for(timeout=120_000)
+            web.wait_idle(page)  # a button of a run still being replaced would answer its click with nothing
             with page.expect_download(timeout=120_000) as download:
                 button.click()
             files[label] = tmp_path / download.value.suggested_filename
