@@ -989,7 +989,7 @@ def results(run: Shown) -> None:
         )
     # the 2-cycle of parallel mean field, read off the label maps (the KL, which says it too, costs a filtering of
     # every Q_t: the Energy tab computes it)
-    backs = flip_backs(labels)
+    backs = flip_backs(labels[-3:])  # the last count alone: three maps read, not T + 1
     if backs and backs[-1] > max(OSCILLATING_MIN, OSCILLATING_SHARE * labels[0].size):
         st.warning(
             f"Mean field is oscillating: {backs[-1]} pixels ({100 * backs[-1] / labels[0].size:.1f} %) flipped at "
