@@ -7,16 +7,17 @@ Serves app/streamlit_app.py headless on 127.0.0.1 (lab.explore.browser) and driv
 (/usr/bin/chromium, never a downloaded browser) with Playwright. The photo is astronaut (512 × 512: exactly
 0.25 MP at --side 512), the unary the VOC network (L = 21, the app's default) or colour clusters (L = 4).
 
-Per control it presses an arrow key on the focused widget, always the same way, so that every press asks for
-a value not seen before (sliders move by their step, the inspector's x input by 1), and times from the key
-press until the script run it caused has finished (Streamlit's script_finished message on the page's
-websocket, which also says whether the run was the whole app or the results fragment) and the page is idle
-with its images loaded; it counts the bytes that answer brought (websocket frames and
-media fetched). With the "Up close" tab open (the default): w spatial and T (lattices cached), θα (lattice
-rebuilt), the t scrubber (no inference: the trace is kept), the label opacity (redraw only); then, with the
-"Pixel inspector" tab open (the heaviest view), its x input and w spatial again. Opening that tab is timed
-too. Prints a Markdown table (median and max per control) and exits with a message (status 2) when Chromium
-or the playwright package is missing.
+Per control it presses an arrow key on the focused widget, always the same way, so that every press asks for a
+value not seen before (sliders move by their step, the inspector's x input by 1), and times from the key press
+until the script run it caused has finished (Streamlit's script_finished message on the page's websocket,
+which also says whether the run was the whole app or the results fragment) and the page is idle with its
+images loaded; it counts the bytes that answer brought (websocket frames and media fetched), and also reports
+when the run's script_finished message reached the page (the rest of an answer is the browser drawing it).
+With the "Up close" tab open (the default): w spatial and T (lattices cached), θα (lattice rebuilt), the t
+scrubber (no inference: the trace is kept), the label opacity (redraw only); then, with the "Pixel inspector"
+tab open (the heaviest view), its x input and w spatial again. Opening that tab is timed too. Prints a
+Markdown table (median and max per control) and exits with a message (status 2) when Chromium or the
+playwright package is missing.
 """
 
 from __future__ import annotations

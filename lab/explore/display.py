@@ -79,8 +79,8 @@ def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
 
     Every row is stored with PNG's "Sub" filter (each byte minus the byte one pixel to its left, modulo 256),
     then deflated at ``compress_level`` (1: fastest; the app encodes several images per rerun). At 512² an RGB
-    photo blend takes ≈ 10 ms here against ≈ 18 ms with Pillow's adaptive filters at level 1, for a file of
-    about the same size; a flat label map compresses to a few KB either way.
+    photo blend takes ≈ 10 ms here against ≈ 19 ms with Pillow's adaptive filters at level 1, for a file
+    about 6 % larger (``benchmarks/display.py``); a flat label map compresses to a few KB either way.
 
     Example:
         >>> from PIL import Image
@@ -253,26 +253,15 @@ def change_view(
 
 def scalar_image(values: np.ndarray | torch.Tensor, vmin: float, vmax: float, cmap: str = "viridis") -> np.ndarray:
     """A continuous map in a colormap on a fixed scale (the same ``vmin``..``vmax`` for every t), (H, W, 3) uint8."""
+    from matplotlib import colormaps
+
     v = _np(values).astype(np.float64)
     if v.ndim != 2:
         raise ValueError(f"values: expected an (H, W) map, got shape {v.shape}")
     if not vmax > vmin:
         raise ValueError(f"vmax: expected a number above vmin = {vmin!r}, got {vmax!r}")
-    table = _colour_table(cmap)
     scaled = np.clip((v - vmin) / (vmax - vmin), 0, 1)
-    # matplotlib's own lookup for a float in 0..1: entry ⌊x · N⌋, the last one for x = 1
-    return table[np.minimum((scaled * len(table)).astype(np.intp), len(table) - 1)]
-
-
-@functools.cache
-def _colour_table(cmap: str) -> np.ndarray:
-    """The colormap's N entries as (N, 3) uint8, read-only (what ``colormaps[cmap](x)`` would give, rounded)."""
-    from matplotlib import colormaps
-
-    colormap = colormaps[cmap]
-    table = (colormap(np.arange(colormap.N))[:, :3] * 255).round().astype(np.uint8)
-    table.flags.writeable = False
-    return table
+    return (colormaps[cmap](scaled)[..., :3] * 255).round().astype(np.uint8)
 
 
 @functools.lru_cache(maxsize=64)

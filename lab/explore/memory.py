@@ -313,10 +313,12 @@ def on_worker(fn: Callable, /, *args, **kwargs):
     Streamlit runs every rerun of a script on a new thread, and glibc gives a new thread a malloc arena of its
     own when the others are busy or new: the hundreds of MB one mean-field run frees (its buffers, an evicted
     run's maps) then sit in an arena the next rerun's thread does not allocate from, and the next run takes
-    fresh pages from the kernel instead, faulting in every one. Measured in the served app at 512² × 21 labels,
-    T = 5 (2-core development machine): 50–80 thousand page faults and 0.45–0.6 s of system time per run,
-    0.43–0.6 s a run on a fresh thread each time against 0.15 s on one thread (``benchmarks/app_latency.py``,
-    ``benchmarks/RESULTS.md``). The app therefore runs inference and lattice builds through this function.
+    fresh pages from the kernel instead, faulting in every one. ``benchmarks/run_reuse.py`` replays the app's
+    pattern (a fresh thread per run, results kept in the byte-budget cache) at 512² × 21 labels, T = 5: with a
+    trim after every run, 405 ms a run (394 ms of it system time) on the calling threads against 169 ms on
+    this worker; with the trim only above :func:`heap_limit`, 193 against 133 ms (2-core development machine,
+    ``benchmarks/RESULTS.md``). The app therefore runs inference, lattice builds and the KL through this
+    function.
 
     Calls from several threads run one at a time, in the order they came (the CPU path runs one inference at a
     time anyway); a call from the worker thread itself runs at once, so nesting cannot deadlock.
@@ -353,8 +355,9 @@ def heap_limit(budget: int | None = None) -> int:
     """The RSS above which the app hands freed memory back: the RSS when first asked + the budget + half of it.
 
     Below it, memory a rerun freed stays with the allocator and the next run reuses it, instead of faulting in
-    fresh pages: the app's server spent 0.25–0.6 s of system time per mean-field run at 512² × 21 labels doing
-    that when it trimmed after every rerun (``benchmarks/RESULTS.md``). The first call fixes the baseline; the
+    fresh pages: replaying the app's pattern at 512² × 21 labels (``benchmarks/run_reuse.py``), a trim after
+    every run cost 394 ms of system time per run, against 62 ms when trimming only above this limit on
+    :func:`on_worker`'s thread (``benchmarks/RESULTS.md``). The first call fixes the baseline; the
     app first asks at the end of its first rerun (or after its first lattice build), once its libraries and
     models are loaded.
 

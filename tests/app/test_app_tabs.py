@@ -165,3 +165,51 @@ def test_an_oscillating_run_is_flagged_above_the_tabs_and_its_kl_rise_in_the_ene
     assert 0.01 * w * h < flipped <= back  # a pixel that flipped back at t = 8 changed since t − 1
     open_tab(at, "Energy and KL")
     assert any(w.value.startswith("The KL rose at iteration(s)") for w in at.warning)
+
+
+def _unary_image(at) -> tuple[object, bytes]:
+    """The memo of the left image (the unary's arg-max, t = 0) and its PNG at the default opacity."""
+    key, kept = at.session_state["unary_view_memo"]
+    return key, kept[("png", ("argmax", 0, 0.5))]
+
+
+def test_the_unary_image_is_kept_while_the_knobs_move_and_made_anew_for_a_new_unary():
+    at = clusters_app()
+    at.session_state["iterations"] = 0
+    at.run()
+    key, first = _unary_image(at)
+    # T = 0: the right image is Q_0's arg-max too, encoded by the run's own memo: the same bytes
+    _, run_memo = at.session_state["view_memo"]
+    assert run_memo[("png", ("argmax", 0, 0.5))] == first
+    at.session_state["w_spatial"] = 1.5
+    at.run()
+    assert not at.exception and _unary_image(at)[1] is first  # a new run, the unary image not made again
+    at.session_state["n_clusters"] = 6
+    at.run()
+    new_key, other = _unary_image(at)
+    assert new_key != key and other != first  # another unary: another image
+    decoded = np.asarray(Image.open(io.BytesIO(other)))
+    _, run_memo = at.session_state["view_memo"]
+    assert np.array_equal(decoded, np.asarray(Image.open(io.BytesIO(run_memo[("png", ("argmax", 0, 0.5))]))))
+
+
+def test_the_chart_libraries_are_imported_in_the_background_once(monkeypatch):
+    import importlib
+    import threading
+
+    import streamlit as st
+
+    seen = []
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name, *a: seen.append(name) or real(name, *a))
+    st.cache_resource.clear()  # as on a fresh server
+    at = clusters_app()
+    loaders = [t for t in threading.enumerate() if t.name == "preload-chart-libraries"]
+    for t in loaders:
+        t.join(timeout=120)
+    assert [n for n in seen if n in ("pandas", "pyarrow", "altair")] == ["pandas", "pyarrow", "altair"]
+    at.session_state["w_spatial"] = 1.5
+    at.run()
+    assert not at.exception
+    assert not any(t.name == "preload-chart-libraries" and t.is_alive() for t in threading.enumerate())
+    assert [n for n in seen if n == "altair"] == ["altair"]  # once per server, not per rerun

@@ -194,7 +194,7 @@ def test_a_rerun_leaves_no_tensors_to_the_cyclic_collector():
     assert not cyclic, f"{len(cyclic)} tensors in cyclic garbage, {tensor_nbytes(cyclic) / MiB:.1f} MiB"
 
 
-def test_each_rerun_trims_the_heap_once_rss_is_over_the_limit(monkeypatch):
+def test_each_rerun_asks_to_trim_the_heap_above_its_limit(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     import lab.explore
